@@ -1,0 +1,29 @@
+"""tsdkd_jax: on-policy Token-Selective Dual Knowledge Distillation in JAX/Flax NNX."""
+
+import setuptools
+
+CORE = [
+    "jax==0.10.2",
+    "jaxlib==0.10.2",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "transformers==5.24.0",
+    "datasets==5.2.0",
+    "ml_collections==1.1.0",
+    "safetensors==0.8.0",
+    "numpy",
+]
+
+setuptools.setup(
+    name="tsdkd_jax",
+    version="0.1.0",
+    description="Token-Selective Dual Knowledge Distillation (TSD-KD) for LLMs in JAX/Flax NNX",
+    packages=setuptools.find_packages(include=["tsdkd_jax", "tsdkd_jax.*"]),
+    python_requires=">=3.11",
+    install_requires=CORE,
+    extras_require={
+        # torch (CPU build) is a test-time reference only: transformers' PyTorch models give reference logits.
+        "test": ["pytest", "torch==2.13.0", "ruff"],
+    },
+)
