@@ -1,0 +1,26 @@
+"""On-device generation: prefill + `lax.while_loop` decode with greedy/temperature/top-k/top-p and EOS."""
+
+from tsdkd_jax.sampling.batching import PaddedBatch, pad_batch, sample_key
+from tsdkd_jax.sampling.distributions import SamplingParams, choose, make_params, sampling_logits
+from tsdkd_jax.sampling.generate import (
+    SAMPLING_RULES,
+    SampleOutput,
+    generate,
+    generate_from_state,
+    trace_count,
+)
+
+__all__ = [
+    "SAMPLING_RULES",
+    "PaddedBatch",
+    "SampleOutput",
+    "SamplingParams",
+    "choose",
+    "generate",
+    "generate_from_state",
+    "make_params",
+    "pad_batch",
+    "sample_key",
+    "sampling_logits",
+    "trace_count",
+]

@@ -1,0 +1,297 @@
+"""Compiled generation: one prefill of the left-padded prompts, then a `lax.while_loop` of cached decode steps.
+
+The whole call is one jitted pure function of (graphdef, state, arrays); the static parts are the shapes
+(batch, prompt bucket, max_new_tokens), the top-k cap and the mesh. Temperature, top-k, top-p, the EOS ids
+(padded with -1 to a multiple of 8), pad id and the key are arrays, so a training run compiles one program
+per prompt bucket (see `batching`); `trace_count()` counts the traces so tests can assert that.
+
+Loop state is an explicit pytree (`_Loop`). Step 0 samples from the prefill's last logits; each loop
+iteration feeds the previous token through `decode_step` and samples the next, so N tokens cost N - 1 decode
+steps and the cache holds prompt_len + N - 1 slots. The loop exits as soon as every row has emitted an EOS.
+
+With `mesh`, the batch is split over the batch axes of the rules and the parameters are constrained once, at
+the top, to the *sampling* rules (default: the training rules with "embed" replicated), so the fsdp shards
+are all-gathered once per call, never per decode step; tensor-parallel axes stay sharded. Token choice runs
+under `shard_map` on each batch shard's rows with the whole vocabulary (XLA would otherwise gather the full
+[B,V] logits onto every device for top_k), and row b's noise depends on (key, step, b) only, so the same key
+gives the same samples sharded or not.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx, struct
+from jax.sharding import PartitionSpec
+
+from tsdkd_jax.models.cache import KVCache
+from tsdkd_jax.parallel.sharding import (
+    DEFAULT_RULES,
+    logical_to_sharding,
+    logical_to_spec,
+    state_shardings,
+)
+from tsdkd_jax.sampling.distributions import choose, make_params
+
+SAMPLING_RULES = {**DEFAULT_RULES, "embed": None}
+DEFAULT_TOP_K_CAP = 64
+_TRACES = 0
+
+
+def trace_count() -> int:
+    """How many times the generation program has been traced (= compiled) in this process."""
+    return _TRACES
+
+
+@struct.dataclass
+class SampleOutput:
+    """tokens [B,N] int32 (pad after the first EOS); mask [B,N] int32, 1 up to and including the first EOS;
+    logprobs [B,N] f32 of each token under the sampling distribution (0 where mask is 0 or for greedy rows);
+    num_steps [] int32, tokens sampled before the loop stopped (N, or fewer when every row ended early)."""
+
+    tokens: jnp.ndarray
+    mask: jnp.ndarray
+    logprobs: jnp.ndarray
+    num_steps: jnp.ndarray
+
+
+@struct.dataclass
+class _Loop:
+    step: jnp.ndarray  # [] next column to fill
+    last_B: jnp.ndarray  # token sampled at step - 1
+    done_B: jnp.ndarray  # row has emitted an EOS
+    tokens_BN: jnp.ndarray
+    mask_BN: jnp.ndarray
+    logprobs_BN: jnp.ndarray
+    cache: KVCache
+
+
+def _cache_shardings(cache: KVCache, mesh, rules) -> KVCache:
+    kv = ("layers", "batch", "length", "kv_heads", "head_dim")
+    names = KVCache(kv, kv, ("batch", "length"), ("batch", "length"), (), ("batch",))
+    return jax.tree.map(
+        lambda n, x: logical_to_sharding(n, mesh, rules, x.shape),
+        names,
+        cache,
+        is_leaf=lambda n: isinstance(n, tuple),
+    )
+
+
+def _generate(
+    graphdef,
+    state,
+    prompt_ids,
+    prompt_mask,
+    params,
+    eos_ids,
+    pad_id,
+    rng,
+    *,
+    max_new_tokens,
+    k_max,
+    mesh,
+    rules,
+):
+    global _TRACES
+    _TRACES += 1  # Python side effect: runs once per trace, never per call
+    rules = dict(rules) if rules is not None else None
+    B, T = prompt_ids.shape
+    N = max_new_tokens
+    if mesh is not None:
+        state = jax.lax.with_sharding_constraint(state, state_shardings(state, mesh, rules))
+    model = nnx.merge(graphdef, state)
+    cache = model.init_cache(B, T + N - 1)
+    if mesh is not None:
+        cache = jax.lax.with_sharding_constraint(cache, _cache_shardings(cache, mesh, rules))
+    logits_BV, cache = model.prefill(prompt_ids, prompt_mask, cache)
+
+    def choose_rows(logits_BV, params, key, row_ids_B):
+        return choose(logits_BV, params, key, k_max, row_ids_B)
+
+    if mesh is not None:
+        # Each batch shard chooses its own rows with the whole vocabulary: without shard_map XLA gathers
+        # the full [B,V] logits onto every device for top_k.
+        rows = logical_to_spec(("batch", None), mesh, rules, (B, model.config.vocab_size))
+        row = PartitionSpec(rows[0])
+        choose_rows = jax.shard_map(
+            choose_rows,
+            mesh=mesh,
+            in_specs=(rows, row, PartitionSpec(), row),
+            out_specs=(row, row),
+            check_vma=False,  # rows are independent; the bisection's fresh carries need no annotation
+        )
+    row_ids_B = jnp.arange(B)
+
+    def pick(step, logits_BV, done_B):
+        tok_B, logp_B = choose_rows(logits_BV, params, jax.random.fold_in(rng, step), row_ids_B)
+        tok_B = jnp.where(done_B, pad_id, tok_B)
+        logp_B = jnp.where(done_B, 0.0, logp_B)
+        new_done_B = done_B | jnp.any(tok_B[:, None] == eos_ids[None, :], axis=1)
+        return tok_B, logp_B, new_done_B
+
+    def write(s: _Loop, tok_B, logp_B, done_B, cache) -> _Loop:
+        at = (0, s.step)
+        return _Loop(
+            step=s.step + 1,
+            last_B=tok_B,
+            done_B=done_B,
+            tokens_BN=jax.lax.dynamic_update_slice(s.tokens_BN, tok_B[:, None], at),
+            mask_BN=jax.lax.dynamic_update_slice(s.mask_BN, (~s.done_B).astype(jnp.int32)[:, None], at),
+            logprobs_BN=jax.lax.dynamic_update_slice(s.logprobs_BN, logp_B[:, None], at),
+            cache=cache,
+        )
+
+    def cond(s: _Loop):
+        return (s.step < N) & ~jnp.all(s.done_B)
+
+    def body(s: _Loop) -> _Loop:
+        # Rows already done feed pad as an invalid token: it takes a slot but no position.
+        logits_BV, cache = model.decode_step(s.last_B, s.cache, ~s.done_B)
+        tok_B, logp_B, done_B = pick(s.step, logits_BV, s.done_B)
+        return write(s, tok_B, logp_B, done_B, cache)
+
+    s = _Loop(
+        step=jnp.zeros((), jnp.int32),
+        last_B=jnp.zeros((B,), jnp.int32),
+        done_B=jnp.zeros((B,), bool),
+        tokens_BN=jnp.full((B, N), pad_id, jnp.int32),
+        mask_BN=jnp.zeros((B, N), jnp.int32),
+        logprobs_BN=jnp.zeros((B, N), jnp.float32),
+        cache=cache,
+    )
+    s = write(s, *pick(0, logits_BV, s.done_B), cache)
+    s = jax.lax.while_loop(cond, body, s)
+    return SampleOutput(tokens=s.tokens_BN, mask=s.mask_BN, logprobs=s.logprobs_BN, num_steps=s.step)
+
+
+_generate_jit = jax.jit(_generate, static_argnames=("graphdef", "max_new_tokens", "k_max", "mesh", "rules"))
+
+
+def generate(
+    model: nnx.Module,
+    prompt_ids,
+    prompt_mask,
+    *,
+    max_new_tokens: int,
+    temperature=1.0,
+    top_k=0,
+    top_p=1.0,
+    eos_token_ids=(),
+    pad_token_id: int = 0,
+    rng=None,
+    top_k_cap: int = DEFAULT_TOP_K_CAP,
+    mesh=None,
+    rules=None,
+) -> SampleOutput:
+    """Sample `max_new_tokens` per row after left-padded prompts [B,T]; temperature=0.0 means greedy.
+
+    temperature/top_k/top_p are scalars or per-row [B] values. top_k ≤ top_k_cap compiles once; a larger
+    top_k raises the cap to the next power of two (one more program). `rng` is required unless greedy.
+    `mesh` shards the batch over the batch axes of `rules` (default SAMPLING_RULES) and gathers
+    fsdp-sharded weights once per call.
+    """
+    graphdef, state = nnx.split(model)
+    return generate_from_state(
+        graphdef,
+        state,
+        prompt_ids,
+        prompt_mask,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        eos_token_ids=eos_token_ids,
+        pad_token_id=pad_token_id,
+        rng=rng,
+        top_k_cap=top_k_cap,
+        mesh=mesh,
+        rules=rules,
+    )
+
+
+def generate_from_state(
+    graphdef,
+    state,
+    prompt_ids,
+    prompt_mask,
+    *,
+    max_new_tokens: int,
+    temperature=1.0,
+    top_k=0,
+    top_p=1.0,
+    eos_token_ids=(),
+    pad_token_id: int = 0,
+    rng=None,
+    top_k_cap: int = DEFAULT_TOP_K_CAP,
+    mesh=None,
+    rules=None,
+) -> SampleOutput:
+    """`generate` for a split model (a train loop holding (graphdef, state) calls this directly)."""
+    if int(max_new_tokens) < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if prompt_ids.ndim != 2 or prompt_ids.shape != prompt_mask.shape:
+        raise ValueError(
+            f"prompt_ids {prompt_ids.shape} and prompt_mask {prompt_mask.shape} must be [B,T] alike"
+        )
+    _check_left_padded(prompt_mask)
+    B = prompt_ids.shape[0]
+    params = make_params(B, temperature, top_k, top_p)
+    vocab = jax.tree.leaves(state["embed"])[0].shape[0]
+    k_max = _k_cap(int(np.max(np.asarray(params.top_k))), int(top_k_cap), vocab)
+    if rng is None:
+        if np.any(np.asarray(params.temperature) > 0):
+            raise ValueError("rng is required unless temperature=0.0 (greedy)")
+        rng = jax.random.key(0)
+    eos = np.asarray(tuple(eos_token_ids), np.int32).reshape(-1)
+    # Padded with -1 (never a token) to a multiple of 8, so the number of EOS ids rarely changes the shape.
+    eos = jnp.asarray(np.pad(eos, (0, max(8, -(-len(eos) // 8) * 8) - len(eos)), constant_values=-1))
+    pad = jnp.asarray(int(pad_token_id), jnp.int32)
+    rules_key = None
+    if mesh is not None:
+        rules = SAMPLING_RULES if rules is None else rules
+        rules_key = tuple(sorted(rules.items()))
+        batch = logical_to_sharding(("batch", None), mesh, rules, prompt_ids.shape)
+        prompt_ids, prompt_mask = (_to_global(x, batch) for x in (prompt_ids, prompt_mask))
+        per_row = logical_to_sharding(("batch",), mesh, rules, (B,))
+        params = jax.tree.map(lambda x: jax.device_put(x, per_row), params)
+    return _generate_jit(
+        graphdef,
+        state,
+        jnp.asarray(prompt_ids, jnp.int32),
+        jnp.asarray(prompt_mask, jnp.int32),
+        params,
+        eos,
+        pad,
+        rng,
+        max_new_tokens=int(max_new_tokens),
+        k_max=k_max,
+        mesh=mesh,
+        rules=rules_key,
+    )
+
+
+def _k_cap(max_top_k: int, cap: int, vocab: int) -> int:
+    """Static top-k cap: `cap`, raised to the next power of two ≥ the largest top_k, at most V."""
+    if max_top_k > cap:
+        cap = 1 << (max_top_k - 1).bit_length()
+    return min(cap, vocab)
+
+
+def _check_left_padded(prompt_mask) -> None:
+    if isinstance(prompt_mask, jax.core.Tracer) or (
+        isinstance(prompt_mask, jax.Array) and not prompt_mask.is_fully_addressable
+    ):
+        return
+    m = np.asarray(prompt_mask).astype(bool)
+    if np.any(m.any(axis=1) & ~m[:, -1]):
+        raise ValueError("prompts must be left-padded: every non-empty row of prompt_mask must end in 1")
+
+
+def _to_global(x, sharding):
+    """Host data → a global array in `sharding` (each process passes its own rows under multi-host)."""
+    if isinstance(x, jax.Array):
+        return jax.device_put(x, sharding)
+    if jax.process_count() > 1:
+        return jax.make_array_from_process_local_data(sharding, np.asarray(x))
+    return jax.device_put(np.asarray(x), sharding)
