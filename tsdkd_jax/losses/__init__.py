@@ -1,0 +1,60 @@
+"""Loss kernels: per-token divergences, TSD-KD (paper and released-code variants), chunked-from-hidden loss."""
+
+from tsdkd_jax.losses.chunked import VOCAB_POLICIES, align_vocab, chunked_tsdkd_loss
+from tsdkd_jax.losses.divergences import (
+    DIVERGENCES,
+    cross_entropy,
+    entropy,
+    forward_kl,
+    generalized_jsd,
+    log_softmax,
+    masked_mean,
+    reverse_kl,
+    skew_kl,
+    skew_reverse_kl,
+)
+from tsdkd_jax.losses.selection import (
+    em_mask,
+    entropy_gate,
+    masked_quantile,
+    official_em_mask,
+    official_opener_len,
+    official_opener_mask,
+    official_rank_nll,
+    opener_mask,
+    plackett_luce_nll,
+    teacher_ordered_topk,
+)
+from tsdkd_jax.losses.tsdkd import VARIANTS, LossConfig, loss_from_stats, make_config, token_stats, tsdkd_loss
+
+__all__ = [
+    "DIVERGENCES",
+    "VARIANTS",
+    "VOCAB_POLICIES",
+    "LossConfig",
+    "align_vocab",
+    "chunked_tsdkd_loss",
+    "cross_entropy",
+    "em_mask",
+    "entropy",
+    "entropy_gate",
+    "forward_kl",
+    "generalized_jsd",
+    "log_softmax",
+    "loss_from_stats",
+    "make_config",
+    "masked_mean",
+    "masked_quantile",
+    "official_em_mask",
+    "official_opener_len",
+    "official_opener_mask",
+    "official_rank_nll",
+    "opener_mask",
+    "plackett_luce_nll",
+    "reverse_kl",
+    "skew_kl",
+    "skew_reverse_kl",
+    "teacher_ordered_topk",
+    "token_stats",
+    "tsdkd_loss",
+]

@@ -1,0 +1,191 @@
+"""The TSD-KD loss (SPEC.md §1 paper variant, §2 released-code variant) from full logits.
+
+The loss is split in two so that the chunked path (chunked.py) shares it exactly:
+  token_stats:     logits [..., V] → per-token vectors (H_S, H_T, direct divergence, ranking NLL, top-1 agree)
+  loss_from_stats: per-token vectors [B, T] + mask → selections (gate, opener, EM) → (loss, aux)
+"""
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+
+from tsdkd_jax.losses import divergences as dv
+from tsdkd_jax.losses import selection as sel
+
+Array = jax.Array
+VARIANTS = ("paper", "official")
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """Validated TSD-KD hyper-parameters (Python numbers: they select code paths at trace time)."""
+
+    variant: str = "paper"
+    beta: float = 0.9
+    gate_tau: float = 1.0
+    rank_k: int = 10
+    rank_weight: float = 0.1
+    opener_frac: float = 0.1
+    em_frac: float = 0.1
+    em_weight: float = 1.0
+    use_gate: bool = True
+    use_indirect: bool = True
+    use_em: bool = True
+    divergence: str = "gjsd"
+    skew_alpha: float = 0.1
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.divergence not in dv.DIVERGENCES:
+            raise ValueError(f"divergence must be one of {dv.DIVERGENCES}, got {self.divergence!r}")
+        _check(0.0 <= self.beta <= 1.0, "beta", "in [0, 1]", self.beta)
+        _check(self.gate_tau > 0, "gate_tau", "> 0", self.gate_tau)
+        _check(self.rank_k == int(self.rank_k) and self.rank_k >= 1, "rank_k", "an integer ≥ 1", self.rank_k)
+        _check(0.0 < self.opener_frac <= 1.0, "opener_frac", "in (0, 1]", self.opener_frac)
+        _check(0.0 < self.em_frac <= 1.0, "em_frac", "in (0, 1]", self.em_frac)
+        _check(0.0 <= self.skew_alpha <= 1.0, "skew_alpha", "in [0, 1]", self.skew_alpha)
+        for name in ("rank_weight", "em_weight"):
+            _check(math.isfinite(getattr(self, name)), name, "finite", getattr(self, name))
+
+
+def _check(ok: bool, field: str, want: str, got) -> None:
+    if not ok:
+        raise ValueError(f"{field} must be {want}, got {got!r}")
+
+
+def make_config(**kwargs) -> LossConfig:
+    """LossConfig from tsdkd_loss keyword arguments; errors name the offending field."""
+    fields = {f.name for f in dataclasses.fields(LossConfig)}
+    unknown = set(kwargs) - fields
+    if unknown:
+        raise TypeError(f"unknown TSD-KD loss arguments: {sorted(unknown)}")
+    for name in ("beta", "gate_tau", "rank_weight", "opener_frac", "em_frac", "em_weight", "skew_alpha"):
+        if name in kwargs:
+            try:
+                kwargs[name] = float(kwargs[name])
+            except (TypeError, jax.errors.ConcretizationTypeError) as e:
+                raise ValueError(
+                    f"{name} must be a Python number (it selects code paths), got {kwargs[name]!r}"
+                ) from e
+    return LossConfig(**kwargs)
+
+
+def token_stats(student_logits: Array, teacher_logits: Array, cfg: LossConfig) -> dict[str, Array]:
+    """Per-token statistics over the last axis; the teacher side is stop-gradiented."""
+    # fp32 (at least) first: every term is a difference of log-probabilities of tiny probabilities.
+    z = dv.as_f32(student_logits)
+    u = jax.lax.stop_gradient(dv.as_f32(teacher_logits))
+    if z.shape[-1] != u.shape[-1]:
+        raise ValueError(
+            f"student and teacher vocab differ ({z.shape[-1]} vs {u.shape[-1]}): align them first"
+        )
+    if cfg.use_indirect and cfg.rank_k > z.shape[-1]:
+        raise ValueError(f"rank_k must be ≤ vocab size {z.shape[-1]}, got {cfg.rank_k}")
+    logp_s = jax.nn.log_softmax(z, axis=-1)
+    logp_t = jax.nn.log_softmax(u, axis=-1)
+    stats = {
+        "h_s": dv.entropy_from_logp(logp_s),
+        "h_t": dv.entropy_from_logp(logp_t),
+        "direct": dv.divergence_from_logp(
+            cfg.divergence, logp_s, logp_t, beta=cfg.beta, skew_alpha=cfg.skew_alpha
+        ),
+        "agree": (jnp.argmax(z, axis=-1) == jnp.argmax(u, axis=-1)).astype(jnp.float32),
+    }
+    if cfg.use_indirect:
+        rank = sel.plackett_luce_nll if cfg.variant == "paper" else sel.official_rank_nll
+        stats["rank_nll"] = rank(z, u, cfg.rank_k)
+    return stats
+
+
+def _select(values: Array, keep: Array) -> Array:
+    """values·keep with keep ∈ {0, 1}; dropped entries contribute 0 even if they are inf."""
+    return jnp.where(keep > 0, values, 0.0)
+
+
+def loss_from_stats(stats: dict[str, Array], mask: Array, cfg: LossConfig) -> tuple[Array, dict[str, Array]]:
+    """(loss, aux) from per-token vectors [B, T] and the response mask [B, T]."""
+    m = jnp.asarray(mask, jnp.float32)
+    n_tok = jnp.sum(m)
+    n_seq = m.shape[0]
+    h_s, h_t = stats["h_s"], stats["h_t"]
+    gate = sel.entropy_gate(h_s, h_t, cfg.gate_tau) if cfg.use_gate else jnp.ones_like(h_s)
+    direct = jnp.sum(_select(gate * stats["direct"], m)) / jnp.maximum(n_tok, 1.0)
+    zero = jnp.zeros((), h_s.dtype)
+    official = cfg.variant == "official"
+
+    if cfg.use_em:
+        if official:
+            em_set = sel.official_em_mask(h_s, m, cfg.opener_frac)
+        else:
+            em_set = sel.em_mask(h_s, m, cfg.em_frac)
+        em = jnp.sum(_select(h_s, em_set)) / jnp.maximum(jnp.sum(em_set), 1.0)
+        em_frac = jnp.sum(em_set) / jnp.maximum(n_tok, 1.0)
+    else:
+        em, em_frac = zero, zero
+
+    if official:
+        opener = sel.official_opener_mask(h_s, m, cfg.opener_frac)
+    else:
+        opener = sel.opener_mask(h_s, m, cfg.opener_frac)
+    if cfg.use_indirect:
+        n_open = jnp.sum(opener)
+        rank_sum = jnp.sum(_select(stats["rank_nll"], opener))
+        indirect = rank_sum / (n_open + 1e-8) if official else rank_sum / jnp.maximum(n_open, 1.0)
+    else:
+        indirect = zero
+
+    loss = direct + cfg.em_weight * em + cfg.rank_weight * indirect
+    aux = {
+        "loss/total": loss,
+        "loss/direct": direct,
+        "loss/em": em,
+        "loss/indirect": indirect,
+        "gate/mean": dv.masked_mean(gate, m),
+        "select/opener_len": jnp.sum(opener) / n_seq,
+        "select/em_frac": em_frac,
+        "agree/top1": dv.masked_mean(stats["agree"], m),
+        "entropy/student": dv.masked_mean(h_s, m),
+        "entropy/teacher": dv.masked_mean(h_t, m),
+    }
+    return loss, aux
+
+
+def tsdkd_loss(
+    student_logits: Array,
+    teacher_logits: Array,
+    response_mask: Array,
+    *,
+    variant: str = "paper",
+    beta: float = 0.9,
+    gate_tau: float = 1.0,
+    rank_k: int = 10,
+    rank_weight: float = 0.1,
+    opener_frac: float = 0.1,
+    em_frac: float = 0.1,
+    em_weight: float = 1.0,
+    use_gate: bool = True,
+    use_indirect: bool = True,
+    use_em: bool = True,
+    divergence: str = "gjsd",
+    skew_alpha: float = 0.1,
+) -> tuple[Array, dict[str, Array]]:
+    """TSD-KD loss from logits [B, T, V] (teacher frozen) and response mask [B, T] → (loss, aux).
+
+    Hyper-parameters are Python numbers (they select code paths at trace time). In the official variant
+    opener_frac is the released code's single threshold (opener and EM quantile) and em_frac is unused.
+    use_gate=False gives plain GKD (gate ≡ 1); divergence picks the direct term (baselines reuse this path).
+    """
+    cfg = make_config(
+    variant=variant, beta=beta, gate_tau=gate_tau, rank_k=rank_k, rank_weight=rank_weight,
+    opener_frac=opener_frac, em_frac=em_frac, em_weight=em_weight, use_gate=use_gate,
+    use_indirect=use_indirect, use_em=use_em, divergence=divergence, skew_alpha=skew_alpha,
+  )  # fmt: skip
+    if jnp.ndim(student_logits) != 3 or jnp.shape(response_mask) != jnp.shape(student_logits)[:2]:
+        raise ValueError(
+            f"expected logits [B, T, V] and mask [B, T], got {jnp.shape(student_logits)} and "
+            f"{jnp.shape(response_mask)}"
+        )
+    return loss_from_stats(token_stats(student_logits, teacher_logits, cfg), response_mask, cfg)
