@@ -1,0 +1,17 @@
+"""Training: config schema and validation, train state, the pure train step, the on-policy loop."""
+
+from tsdkd_jax.train.config import METHODS, check_pair, default_config, validate
+from tsdkd_jax.train.loop import NonFiniteLossError, Trainer, run
+from tsdkd_jax.train.step import StepSpec, train_step
+
+__all__ = [
+    "METHODS",
+    "NonFiniteLossError",
+    "StepSpec",
+    "Trainer",
+    "check_pair",
+    "default_config",
+    "run",
+    "train_step",
+    "validate",
+]

@@ -1,0 +1,230 @@
+"""The experiment config schema (every section but `data`, which is tsdkd_jax.data's) and its validation.
+
+`default_config()` lists every field with its default; experiment files (configs/*.py) start from it and
+override. `validate(config)` runs before anything is loaded or compiled and raises ValueError (or
+FileNotFoundError for a missing path) naming the field at fault; `check_pair(config)` reads the two models'
+config.json and tokenizers and rejects a teacher/student pair that cannot be distilled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+import ml_collections
+
+from tsdkd_jax import data as data_lib
+
+# method → what the batch's responses are and what the loss is (see objectives.py).
+METHODS = ("tsdkd", "tsdkd_official", "gkd", "supervised_kd", "seqkd", "distillm", "sft")
+KD_METHODS = ("tsdkd", "tsdkd_official", "gkd", "supervised_kd", "distillm")  # need teacher logits
+NORMALIZE = ("global", "micro_batch")
+DTYPES = ("float32", "bfloat16")
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Every field with its default; comments say what it means."""
+    c = ml_collections.ConfigDict()
+    c.method = "tsdkd"  # one of METHODS
+    c.seed = 0  # seeds the λ coin, sampling keys and the train RNG: (seed, step) fixes every step
+    c.total_steps = 100  # optimizer steps of the run
+    c.log_every = 1  # metrics.jsonl / TensorBoard row every N steps
+    c.eval_every = (
+        0  # held-out KL(teacher‖student) every N steps (0 = only at start and end when eval_at_ends)
+    )
+    c.eval_at_ends = False  # held-out KL at step 0 and at the last step (logged as eval/kl_teacher_student)
+    c.eval_batches = 1  # held-out batches per evaluation
+
+    c.student = ml_collections.ConfigDict()
+    c.student.path = ""  # HF folder of the student (config.json + safetensors); the start point
+    c.student.tokenizer = ""  # tokenizer folder or hub name ("" = student.path)
+    c.student.compute_dtype = "float32"  # activations/matmuls; params stay float32 (optimizer master copy)
+    c.student.remat = False  # recompute each block in the backward pass (less memory, more compute)
+    c.student.resize_vocab_to_teacher = (
+        False  # zero-pad the student's embedding to the teacher's vocab (official)
+    )
+
+    c.teacher = ml_collections.ConfigDict()
+    c.teacher.path = ""  # HF folder of the frozen teacher ("" only for method="sft")
+    c.teacher.tokenizer = ""  # its tokenizer ("" = teacher.path, then student's); must equal the student's
+    c.teacher.dtype = "bfloat16"  # storage and compute dtype of the teacher (never trained)
+    c.teacher.rules = ml_collections.ConfigDict()  # logical-axis overrides for the teacher (e.g. more tensor)
+
+    c.data = data_lib.default_config()
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.beta = 0.9  # generalized JSD β (0 = forward KL, 1 = reverse KL)
+    c.loss.gate_tau = 1.0  # τ of the entropy gate
+    c.loss.rank_k = 10  # k of the indirect (ranking) term
+    c.loss.rank_weight = 0.1  # α: weight of the indirect term
+    c.loss.opener_frac = 0.1  # c: opener = prefix holding this fraction of the response entropy
+    c.loss.em_frac = 0.1  # ρ: EM set = top ρ fraction of each response's entropies
+    c.loss.em_weight = 1.0  # weight of the entropy-minimisation term
+    c.loss.use_gate = True  # ablation: gate ≡ 1 when False
+    c.loss.use_indirect = True  # ablation: drop the ranking term
+    c.loss.use_em = True  # ablation: drop the entropy term
+    c.loss.divergence = "skl"  # distillm only: "skl" (skew KL) or "srkl" (skew reverse KL)
+    c.loss.skew_alpha = 0.1  # distillm skew α
+    c.loss.normalize = "global"  # "global": Σ token terms / global counts; "micro_batch": mean of means
+    c.loss.chunk_size = 1024  # tokens per chunk of the from-hidden loss (peak memory ∝ chunk × vocab)
+    c.loss.vocab_policy = "pad_student"  # student vocab < teacher's: "pad_student" or "truncate_teacher"
+    c.loss.lam = 1.0  # λ: probability that a step's responses are sampled by the student (on-policy)
+
+    c.sampling = ml_collections.ConfigDict()
+    c.sampling.max_new_tokens = 256  # response length N (dataset responses are padded to it)
+    c.sampling.temperature = 1.0  # 0 = greedy
+    c.sampling.top_k = 0  # 0 = off
+    c.sampling.top_p = 1.0  # 1 = off
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.lr = 5e-6  # peak learning rate
+    c.optim.warmup_frac = 0.1  # linear warm-up over this fraction of total_steps, then cosine to end_lr_frac
+    c.optim.end_lr_frac = 0.0  # final lr as a fraction of the peak
+    c.optim.weight_decay = 0.0  # AdamW decoupled weight decay
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.999
+    c.optim.eps = 1e-8
+    c.optim.grad_clip = 1.0  # clip_by_global_norm (0 = off)
+    c.optim.grad_accum = 1  # micro-batches per step; data.batch_size is the global batch
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1  # mesh axis sizes; one may be -1 (= all remaining devices)
+    c.mesh.fsdp = 1
+    c.mesh.tensor = 1
+    c.mesh.devices = 0  # use only the first N devices (0 = all); for tests and single-device baselines
+    c.mesh.rules = ml_collections.ConfigDict()  # logical-axis → mesh-axis overrides for the student
+
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.every = 1000  # save every N steps (and on SIGTERM, and at the end)
+    c.checkpoint.keep = 3  # keep the newest N steps
+    c.checkpoint.async_save = True
+    c.checkpoint.export = True  # write the final student to <workdir>/export as an HF folder
+
+    c.debug = ml_collections.ConfigDict()
+    c.debug.nan_at_step = -1  # test hook: make `nan_term` NaN at this (1-based) step
+    c.debug.nan_term = "loss/direct"  # which term the hook poisons
+    c.debug.step_sleep = 0.0  # test hook: seconds to sleep after each step (SIGTERM tests)
+    return c
+
+
+def _err(field: str, msg: str) -> ValueError:
+    return ValueError(f"{field}: {msg}")
+
+
+def _hf_config(path: str, field: str) -> dict[str, Any]:
+    cfg_path = os.path.join(os.path.expanduser(path), "config.json")
+    if not os.path.isdir(os.path.expanduser(path)):
+        raise FileNotFoundError(f"{field}={path!r}: no such model folder")
+    if not os.path.isfile(cfg_path):
+        raise FileNotFoundError(f"{field}={path!r}: no config.json (expected a Hugging Face model folder)")
+    with open(cfg_path) as f:
+        return json.load(f)
+
+
+def mesh_batch_ways(config, device_count: int) -> int:
+    """How many ways the batch is split: the product of the data and fsdp mesh axes."""
+    sizes = [config.mesh.data, config.mesh.fsdp, config.mesh.tensor]
+    known = math.prod(s for s in sizes if s != -1)
+    if -1 in sizes:
+        sizes[sizes.index(-1)] = max(device_count // max(known, 1), 1)
+    return sizes[0] * sizes[1]
+
+
+def validate(config, *, device_count: int = 1, process_count: int = 1) -> None:
+    """Checks the config before anything is loaded or compiled; errors name the field."""
+    if config.method not in METHODS:
+        raise _err("method", f"unknown method {config.method!r}; expected one of {METHODS}")
+    for name in ("beta", "lam"):
+        v = config.loss[name]
+        if not isinstance(v, int | float) or not 0.0 <= v <= 1.0:
+            raise _err(f"loss.{name}", f"must be in [0, 1], got {v!r}")
+    if config.loss.normalize not in NORMALIZE:
+        raise _err("loss.normalize", f"must be one of {NORMALIZE}, got {config.loss.normalize!r}")
+    if config.method == "distillm" and config.loss.divergence not in ("skl", "srkl"):
+        raise _err("loss.divergence", f"distillm needs 'skl' or 'srkl', got {config.loss.divergence!r}")
+    for section, field in (("student", "compute_dtype"), ("teacher", "dtype")):
+        if config[section][field] not in DTYPES:
+            raise _err(f"{section}.{field}", f"must be one of {DTYPES}, got {config[section][field]!r}")
+    for field in ("total_steps", "log_every", "eval_batches"):
+        if config[field] < 1:
+            raise _err(field, f"must be >= 1, got {config[field]}")
+    if config.sampling.max_new_tokens < 1:
+        raise _err("sampling.max_new_tokens", f"must be >= 1, got {config.sampling.max_new_tokens}")
+    if config.optim.lr < 0 or not 0 <= config.optim.warmup_frac <= 1:
+        raise _err(
+            "optim.lr/warmup_frac", f"got lr={config.optim.lr}, warmup_frac={config.optim.warmup_frac}"
+        )
+    if config.optim.grad_accum < 1:
+        raise _err("optim.grad_accum", f"must be >= 1, got {config.optim.grad_accum}")
+    if config.checkpoint.every < 1:
+        raise _err("checkpoint.every", f"must be >= 1, got {config.checkpoint.every}")
+
+    b, k = config.data.batch_size, config.optim.grad_accum
+    if b % k:
+        raise _err("data.batch_size", f"{b} is not divisible by optim.grad_accum={k}")
+    ways = mesh_batch_ways(config, device_count)
+    if (b // k) % ways:
+        raise _err(
+            "data.batch_size",
+            f"the micro-batch data.batch_size/optim.grad_accum = {b // k} is not divisible by the data axes "
+            f"of the mesh (mesh.data × mesh.fsdp = {ways})",
+        )
+    needs_responses = config.method in ("supervised_kd", "sft") or (
+        config.method in ("tsdkd", "tsdkd_official", "gkd", "distillm") and config.loss.lam < 1.0
+    )
+    if needs_responses and not config.data.response_field:
+        raise _err(
+            "data.response_field", f"method={config.method} with λ={config.loss.lam} needs dataset responses"
+        )
+    if config.data.response_field and config.data.max_response_len > config.sampling.max_new_tokens:
+        raise _err(
+            "data.max_response_len",
+            f"{config.data.max_response_len} exceeds sampling.max_new_tokens={config.sampling.max_new_tokens} "
+            "(the response length every batch is padded to)",
+        )
+
+    if not config.student.path:
+        raise _err("student.path", "is empty")
+    _hf_config(config.student.path, "student.path")
+    if config.method != "sft":
+        if not config.teacher.path:
+            raise _err("teacher.path", f"is empty (method={config.method} needs a teacher)")
+        _hf_config(config.teacher.path, "teacher.path")
+    data_lib.validate(config.data, process_count=process_count)
+
+
+def tokenizer_path(config, side: str) -> str:
+    """The tokenizer folder/name of "student" or "teacher" (teacher falls back to the student's)."""
+    if side == "student":
+        return config.student.tokenizer or config.student.path
+    return config.teacher.tokenizer or (
+        config.teacher.path
+        if os.path.exists(os.path.join(os.path.expanduser(config.teacher.path), "tokenizer.json"))
+        else tokenizer_path(config, "student")
+    )
+
+
+def check_pair(config, student_tokenizer, teacher_tokenizer=None) -> None:
+    """Teacher/student compatibility from config.json and the tokenizers (no weights are read)."""
+    s = _hf_config(config.student.path, "student.path")
+    if len(student_tokenizer) > s["vocab_size"]:
+        raise _err(
+            "student.tokenizer",
+            f"has {len(student_tokenizer)} tokens but the student's vocab_size is {s['vocab_size']}",
+        )
+    if config.method == "sft":
+        return
+    t = _hf_config(config.teacher.path, "teacher.path")
+    if s["vocab_size"] > t["vocab_size"]:
+        raise _err(
+            "teacher.path",
+            f"vocab mismatch: the student's vocab_size {s['vocab_size']} exceeds the teacher's {t['vocab_size']}",
+        )
+    if teacher_tokenizer is not None and teacher_tokenizer.get_vocab() != student_tokenizer.get_vocab():
+        raise _err(
+            "teacher.tokenizer",
+            "tokenizer mismatch: the teacher's vocabulary differs from the student's "
+            f"({len(teacher_tokenizer)} vs {len(student_tokenizer)} tokens); distillation needs one vocabulary",
+        )

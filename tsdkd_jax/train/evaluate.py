@@ -1,0 +1,79 @@
+"""Held-out closeness of student to teacher: mean per-token KL(p_T ‖ p_S), teacher-forced on teacher samples.
+
+The teacher samples responses to held-out prompts with a fixed key per batch, so every evaluation of a run
+scores the same tokens; both models then score [prompt; response] and the forward KL is averaged over the
+response tokens (the first EOS included).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from tsdkd_jax import losses, sampling
+from tsdkd_jax.train import objectives as obj
+from tsdkd_jax.train import step as step_lib
+
+_FKL = losses.make_config(divergence="fkl", use_gate=False, use_indirect=False, use_em=False)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "teacher_graphdef", "chunk_size", "vocab_policy"))
+def kl_sums(params, teacher_params, batch, *, graphdef, teacher_graphdef, chunk_size, vocab_policy):
+    """(Σ KL(p_T‖p_S) over response tokens, token count) of one batch."""
+    spec = step_lib.StepSpec(_FKL, "global", 1, chunk_size, vocab_policy)
+    inputs = step_lib.score_inputs(batch, spec)
+    n = inputs["labels"].shape[-1]
+    student, teacher = nnx.merge(graphdef, params), nnx.merge(teacher_graphdef, teacher_params)
+    hs = step_lib._response_hidden(student, inputs, n)
+    ht = step_lib._response_hidden(teacher, inputs, n)
+    stats = obj.kd_token_stats(
+        hs,
+        ht,
+        _FKL,
+        s_unembed=student.unembed,
+        t_unembed=teacher.unembed,
+        chunk_size=chunk_size,
+        vocab_policy=vocab_policy,
+    )
+    m = inputs["loss_mask"] * batch["example_mask"][:, None]
+    return jnp.sum(jnp.where(m > 0, stats["direct"], 0.0)), jnp.sum(m)
+
+
+def teacher_samples(t, batches):
+    """Teacher responses (fixed keys) for each held-out batch, as global arrays; computed once per run."""
+    out = []
+    for i, b in enumerate(batches):
+        key = sampling.sample_key(t.config.seed + 7919, i, 0)
+        prompt_ids, prompt_mask = (t.to_global(b[k]) for k in ("prompt_ids", "prompt_mask"))
+        tokens, mask = t.sample(t.teacher_graphdef, t.teacher_params, prompt_ids, prompt_mask, key)
+        out.append(
+            {
+                "prompt_ids": prompt_ids,
+                "prompt_mask": prompt_mask,
+                "response_ids": tokens,
+                "response_mask": mask,
+                "example_mask": t.to_global(b["example_mask"].astype(np.float32)),
+            }
+        )
+    return out
+
+
+def heldout_kl(t, params, batches) -> float:
+    """Mean per-token KL(teacher‖student) over the held-out batches."""
+    total, count = 0.0, 0.0
+    for b in batches:
+        s, n = kl_sums(
+            params,
+            t.teacher_params,
+            b,
+            graphdef=t.graphdef,
+            teacher_graphdef=t.teacher_graphdef,
+            chunk_size=t.config.loss.chunk_size,
+            vocab_policy=t.config.loss.vocab_policy,
+        )
+        total, count = total + float(s), count + float(n)
+    return total / max(count, 1.0)

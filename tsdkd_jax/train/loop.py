@@ -1,0 +1,321 @@
+"""The run: validate → load (student fp32, teacher frozen) → resume or init → on-policy loop → export.
+
+Per step: the data iterator gives this host's prompts; the λ coin of (seed, step) picks on-policy (the current
+student samples responses for the whole global batch in one call; seqkd: the teacher samples) or dataset
+responses; the jitted `train_step` is dispatched, and only then are the previous step's metrics pulled to the
+host (so the host never stalls the device). Checkpoints every `checkpoint.every` steps, on SIGTERM and at the
+end; a non-finite loss stops the run naming the step and the term, without a checkpoint.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from tsdkd_jax import checkpoint, data, models, parallel, sampling
+from tsdkd_jax.parallel import distributed
+from tsdkd_jax.train import config as config_lib
+from tsdkd_jax.train import evaluate, objectives, rollout
+from tsdkd_jax.train import state as state_lib
+from tsdkd_jax.train import step as step_lib
+from tsdkd_jax.train.metrics import MetricsWriter, first_nonfinite
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The run stopped because a step's loss was NaN/inf."""
+
+
+class Trainer:
+    """Holds the run's models, state and compiled step; `run()` trains to `config.total_steps`."""
+
+    def __init__(self, config, workdir: str):
+        self.config, self.workdir = config, os.path.abspath(workdir)
+        c = config
+        devices = jax.devices()[: c.mesh.devices or None]
+        config_lib.validate(c, device_count=len(devices), process_count=jax.process_count())
+        self.tokenizer = data.load_tokenizer(config_lib.tokenizer_path(c, "student"))
+        t_tok_path = config_lib.tokenizer_path(c, "teacher")
+        t_tok = None
+        if c.method != "sft" and t_tok_path != config_lib.tokenizer_path(c, "student"):
+            t_tok = data.load_tokenizer(t_tok_path)
+        config_lib.check_pair(c, self.tokenizer, t_tok)
+        self.eos_ids = data.eos_token_ids(c.student.path, self.tokenizer)
+        official = c.method == "tsdkd_official"
+        self.pad_id = (
+            self.eos_ids[0] if official else data.resolve_pad_id(c.data.pad_id, self.tokenizer, self.eos_ids)
+        )
+
+        self.mesh = parallel.make_mesh(c.mesh.data, c.mesh.fsdp, c.mesh.tensor, devices=devices)
+        self.rules = {**parallel.DEFAULT_RULES, **c.mesh.rules.to_dict()}
+        self.teacher_rules = {**self.rules, **c.teacher.rules.to_dict()}
+        self.sampling_rules = {**self.rules, "embed": None}
+        self.batch_axes = self.rules["batch"]
+
+        self.teacher_graphdef, self.teacher_params = None, None
+        teacher_vocab = None
+        if c.method != "sft":
+            teacher = models.from_pretrained(c.teacher.path, c.teacher.dtype, self.mesh, self.teacher_rules)
+            teacher_vocab = teacher.config.vocab_size
+            self.teacher_graphdef, t_state = nnx.split(teacher)
+            self.teacher_params = nnx.to_pure_dict(t_state)
+        resize = teacher_vocab if c.student.resize_vocab_to_teacher else None
+        student = models.from_pretrained(c.student.path, "float32", self.mesh, self.rules, vocab_size=resize)
+        student.dtype = jax.numpy.dtype(c.student.compute_dtype)  # params stay float32 (the master copy)
+        student.remat = bool(c.student.remat)
+        self.model_config = student.config
+        p_shardings = state_lib.param_shardings(student, self.mesh, self.rules)
+        self.graphdef, s_state = nnx.split(student)
+        params = nnx.to_pure_dict(s_state)
+        del student, s_state
+
+        self.tx = state_lib.optimizer(c)
+        abstract_params = jax.eval_shape(lambda p: p, params)
+        self.shardings = state_lib.state_shardings(p_shardings, self.tx, abstract_params, self.mesh)
+        self.ckpt = checkpoint.Checkpointer(
+            self.workdir, save_interval_steps=c.checkpoint.every, max_to_keep=c.checkpoint.keep,
+            async_save=c.checkpoint.async_save,
+        )  # fmt: skip
+
+        train_set, heldout, self.data_stats = data.load_prompt_data(
+            c.data, self.tokenizer, eos_ids=self.eos_ids, process_count=jax.process_count()
+        )
+        self.heldout = heldout
+        self.iterator = data.PromptIterator.from_config(train_set, c.data, pad_id=self.pad_id)
+
+        self.start_step = 0
+        if self.ckpt.latest_step() is not None:
+            target = checkpoint.abstract_target(
+                state_lib.abstract_state(abstract_params, self.tx), self.shardings
+            )
+            del params
+            self.state, meta = self.ckpt.restore(target)
+            self.iterator.set_state(meta["data"])
+            self.start_step = int(self.state["step"])
+            log.info("resumed from %s at step %d", self.ckpt.directory, self.start_step)
+        else:
+            self.state = state_lib.init_state(params, self.tx, c.seed, self.shardings)
+        self._compile_step()
+        self._log_summary()
+
+    # ---- setup helpers -------------------------------------------------------------------------------
+
+    def _compile_step(self):
+        c = self.config
+        spec = step_lib.StepSpec(
+            loss_cfg=objectives.loss_config(c),
+            normalize=c.loss.normalize,
+            grad_accum=c.optim.grad_accum,
+            chunk_size=c.loss.chunk_size,
+            vocab_policy=c.loss.vocab_policy,
+            mask_pad_id=self.pad_id if c.method == "tsdkd_official" else -1,
+            nan_at_step=c.debug.nan_at_step,
+            nan_term=c.debug.nan_term,
+            mesh=self.mesh,
+            batch_axes=self.batch_axes,
+        )
+        fn = functools.partial(
+            step_lib.train_step,
+            graphdef=self.graphdef,
+            teacher_graphdef=self.teacher_graphdef,
+            tx=self.tx,
+            lr_fn=state_lib.schedule(c),
+            spec=spec,
+        )
+        replicated = NamedSharding(self.mesh, PartitionSpec())
+        batch_sharding = NamedSharding(self.mesh, PartitionSpec(self.batch_axes, None))
+        teacher_shardings = jax.tree.map(lambda x: x.sharding, self.teacher_params)
+        self.step_fn = jax.jit(
+            fn,
+            in_shardings=(self.shardings, teacher_shardings, batch_sharding, replicated),
+            out_shardings=(self.shardings, replicated),
+            donate_argnums=(0,),
+        )
+
+    def _log_summary(self):
+        c = self.config
+        n_s = state_lib.count_params(self.state["params"])
+        n_t = state_lib.count_params(self.teacher_params) if self.teacher_params is not None else 0
+        log.info(
+            "tsdkd run: method=%s processes=%d devices=%d (%s) mesh=%s student=%.2fM params (fp32 master, "
+            "%s compute) teacher=%.2fM params (%s) batch=%d×%d accum=%d steps=%d start=%d train=%d heldout=%d",
+            c.method, jax.process_count(), jax.device_count(), jax.devices()[0].platform,
+            dict(self.mesh.shape), n_s / 1e6, c.student.compute_dtype, n_t / 1e6, c.teacher.dtype,
+            c.data.batch_size, c.sampling.max_new_tokens, c.optim.grad_accum, c.total_steps, self.start_step,
+            len(self.iterator.examples), len(self.heldout),
+        )  # fmt: skip
+
+    def to_global(self, x):
+        return rollout.to_global(np.asarray(x), self.mesh, self.batch_axes)
+
+    def sample(self, graphdef, params, prompt_ids, prompt_mask, key):
+        return rollout.sample(
+            graphdef, params, prompt_ids, prompt_mask, key, config=self.config, eos_ids=self.eos_ids,
+            pad_id=self.pad_id, mesh=self.mesh, rules=self.sampling_rules,
+        )  # fmt: skip
+
+    # ---- one step's batch ----------------------------------------------------------------------------
+
+    def make_batch(self, step: int, host_batch) -> tuple[dict, float]:
+        """Global arrays of the step's prompts and responses, and the sampling time."""
+        c = self.config
+        prompt_ids, prompt_mask = (self.to_global(host_batch[k]) for k in ("prompt_ids", "prompt_mask"))
+        t0 = time.perf_counter()
+        sampled_by = None
+        if c.method == "seqkd":
+            sampled_by = (self.teacher_graphdef, self.teacher_params)
+        elif c.method in ("tsdkd", "tsdkd_official", "gkd", "distillm") and rollout.on_policy(
+            c.seed, step, c.loss.lam
+        ):
+            sampled_by = (self.graphdef, self.state["params"])
+        if sampled_by is not None:
+            key = sampling.sample_key(c.seed, step, 0)
+            tokens, mask = self.sample(*sampled_by, prompt_ids, prompt_mask, key)
+            jax.block_until_ready(tokens)  # sampling depends on the previous update anyway
+        else:
+            ids, m = rollout.pad_responses(host_batch, c.sampling.max_new_tokens, self.pad_id)
+            tokens, mask = self.to_global(ids), self.to_global(m)
+        batch = {
+            "prompt_ids": prompt_ids,
+            "prompt_mask": prompt_mask,
+            "response_ids": tokens,
+            "response_mask": mask,
+        }
+        return batch, time.perf_counter() - t0, sampled_by is not None
+
+    # ---- the loop ------------------------------------------------------------------------------------
+
+    def _meta(self):
+        return {"data": self.iterator.get_state(), "method": self.config.method}
+
+    def _finish(self, pending, writer, eval_value=None) -> dict:
+        """Pull a dispatched step's metrics to the host, check them, write them."""
+        step, metrics, extra, t_dispatch = pending
+        values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        bad = first_nonfinite(values)
+        if bad is not None:
+            raise NonFiniteLossError(
+                f"non-finite loss at step {step}: {bad} = {values[bad]} (loss = {values.get('loss')}); "
+                "stopping without a checkpoint"
+            )
+        dt = time.perf_counter() - t_dispatch
+        values.update(extra)
+        values["time/step"] = dt
+        values["tokens_per_s"] = values["tokens"] / max(dt, 1e-9)
+        if eval_value is not None:
+            values["eval/kl_teacher_student"] = eval_value
+        if step % self.config.log_every == 0 or step == self.config.total_steps or eval_value is not None:
+            writer.write(step, values)
+        return values
+
+    def run(self) -> dict:
+        """Train to total_steps (or until SIGTERM); returns the last step's metrics."""
+        c = self.config
+        writer = MetricsWriter(self.workdir, total_steps=c.total_steps, start_step=self.start_step)
+        eval_batches = self._eval_batches()
+        if eval_batches and self.start_step == 0 and c.eval_at_ends:
+            writer.write(
+                0, {"eval/kl_teacher_student": evaluate.heldout_kl(self, self.state["params"], eval_batches)}
+            )
+        last, pending = {}, None
+        try:
+            with checkpoint.PreemptionGuard() as guard:
+                for step in range(self.start_step + 1, c.total_steps + 1):
+                    batch, t_sample, sampled = self.make_batch(step, next(self.iterator))
+                    t_dispatch = time.perf_counter()
+                    rng = jax.random.key_data(jax.random.fold_in(jax.random.key(c.seed), step))
+                    self.state, metrics = self.step_fn(self.state, self.teacher_params, batch, rng)
+                    if pending is not None:  # the previous step's metrics, after dispatching this one
+                        last = self._finish(pending, writer)
+                    extra = {"time/sample": t_sample, "on_policy": float(sampled)}
+                    pending = (step, metrics, extra, t_dispatch)
+                    stop = guard.should_stop(step)
+                    evaluate_now = eval_batches and (
+                        (c.eval_every and step % c.eval_every == 0)
+                        or (c.eval_at_ends and step == c.total_steps)
+                    )
+                    if stop or evaluate_now or step % c.checkpoint.every == 0 or step == c.total_steps:
+                        kl = (
+                            evaluate.heldout_kl(self, self.state["params"], eval_batches)
+                            if evaluate_now
+                            else None
+                        )
+                        last, pending = self._finish(pending, writer, kl), None
+                        self.ckpt.save(step, self.state, self._meta(), metrics={"loss": last["loss"]},
+                                       force=stop or step == c.total_steps)  # fmt: skip
+                    if c.debug.step_sleep:
+                        time.sleep(c.debug.step_sleep)
+                    if stop:
+                        log.warning("stopping at step %d after SIGTERM (checkpoint saved)", step)
+                        break
+                if pending is not None:
+                    last = self._finish(pending, writer)
+            self.ckpt.wait_until_finished()
+            if int(self.state["step"]) == c.total_steps:
+                if c.checkpoint.export:
+                    self.export()
+                distributed.mark_done(self.workdir)  # launch/ scripts stop resuming once this exists
+        finally:
+            writer.close()
+            self.ckpt.close()
+        return last
+
+    def _eval_batches(self):
+        c = self.config
+        if not (c.eval_every or c.eval_at_ends) or self.teacher_params is None or not len(self.heldout):
+            return []
+        it = data.eval_batches(
+            self.heldout, batch_size=c.data.batch_size, max_prompt_len=c.data.max_prompt_len,
+            max_response_len=c.data.max_response_len,
+            pad_id=self.pad_id, prompt_bucket=c.data.prompt_bucket, bucket_multiple=c.data.bucket_multiple,
+            process_index=jax.process_index(), process_count=jax.process_count(),
+        )  # fmt: skip
+        return evaluate.teacher_samples(self, [b for _, b in zip(range(c.eval_batches), it)])
+
+    def export(self) -> str:
+        """The student as an HF folder at <workdir>/export (written aside, then renamed into place)."""
+        out = os.path.join(self.workdir, "export")
+        model = nnx.merge(self.graphdef, jax.device_get(self.state["params"]))
+        model.dtype = np.dtype("float32")
+        marker = {"method": self.config.method, "steps": int(self.state["step"]), "workdir": self.workdir}
+        if jax.process_index() == 0:
+            if os.path.exists(out):
+                prev = _read_marker(out)
+                if prev is None or prev.get("workdir") != self.workdir:
+                    raise FileExistsError(
+                        f"{out} holds an export of another run ({prev}); not overwriting it"
+                    )
+            tmp = tempfile.mkdtemp(prefix=".export-", dir=self.workdir)
+            models.save_pretrained(model, tmp)
+            self.tokenizer.save_pretrained(tmp)
+            with open(os.path.join(tmp, "tsdkd_run.json"), "w") as f:
+                json.dump(marker, f)
+            if os.path.exists(out):
+                shutil.rmtree(out)
+            os.rename(tmp, out)
+            log.info("exported the student to %s", out)
+        return out
+
+
+def _read_marker(folder: str):
+    try:
+        with open(os.path.join(folder, "tsdkd_run.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def run(config, workdir: str) -> dict:
+    """Build a Trainer and train; returns the last step's metrics."""
+    return Trainer(config, workdir).run()

@@ -1,0 +1,192 @@
+"""The pure train step: frozen teacher forward, student loss and gradient over micro-batches, AdamW update.
+
+batch (global arrays, batch axis over the mesh's data axes):
+  prompt_ids, prompt_mask      [B, P] left-padded prompts
+  response_ids, response_mask  [B, N] right-padded responses (sampled or from the dataset), mask 1 up to and
+                               including the first EOS
+Scoring runs teacher and student on the same tokens [prompt; response] with the same attention mask
+(positions follow the mask); the logits at position P − 1 + t predict response token t. Only the N response
+positions' hidden states reach the loss, which is computed in token chunks from them (never [B, T, V]).
+
+Micro-batch j of an accumulation window of k holds rows {i·k + j}: with the batch sharded over devices every
+micro-batch stays spread over all of them without moving data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from tsdkd_jax import losses
+from tsdkd_jax.train import objectives as obj
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSpec:
+    """Static parts of the step (hashable: bound with functools.partial before jit)."""
+
+    loss_cfg: losses.LossConfig | None  # None = cross-entropy on the responses (sft, seqkd)
+    normalize: str  # "global" | "micro_batch"
+    grad_accum: int
+    chunk_size: int
+    vocab_policy: str
+    mask_pad_id: int = -1  # ≥ 0 (official parity, pad = EOS): tokens equal to it are masked everywhere
+    nan_at_step: int = -1  # test hook
+    nan_term: str = "loss/direct"
+    mesh: Mesh | None = None
+    batch_axes: Any = ("data", "fsdp")
+
+
+def score_inputs(batch, spec: StepSpec) -> dict[str, jax.Array]:
+    """Tokens, attention mask, loss mask and labels of the scoring pass."""
+    tokens = jnp.concatenate([batch["prompt_ids"], batch["response_ids"]], axis=1)
+    attn = jnp.concatenate([batch["prompt_mask"], batch["response_mask"]], axis=1).astype(jnp.int32)
+    loss_mask = batch["response_mask"].astype(jnp.float32)
+    if spec.mask_pad_id >= 0:  # the released run: pad = EOS, so every EOS is unattended and unsupervised
+        attn = attn * (tokens != spec.mask_pad_id)
+        loss_mask = loss_mask * (batch["response_ids"] != spec.mask_pad_id)
+    return {"tokens": tokens, "attn": attn, "loss_mask": loss_mask, "labels": batch["response_ids"]}
+
+
+def _split_micro(x, k: int, spec: StepSpec):
+    b = x.shape[0]
+    out = x.reshape(b // k, k, *x.shape[1:]).swapaxes(0, 1)
+    if spec.mesh is not None:
+        sharding = NamedSharding(spec.mesh, PartitionSpec(None, spec.batch_axes))
+        out = jax.lax.with_sharding_constraint(out, sharding)
+    return out
+
+
+def _response_hidden(model, mb, n: int):
+    hidden = model.hidden_states(mb["tokens"], mb["attn"])
+    p = mb["tokens"].shape[1] - n
+    return hidden[:, p - 1 : p - 1 + n]
+
+
+def _selection_prepass(params, graphdef, mbs, spec: StepSpec):
+    """Student-only pass fixing each micro-batch's EM set and opener before any gradient (global counts)."""
+    n = mbs["labels"].shape[-1]
+
+    def body(_, mb):
+        student = nnx.merge(graphdef, params)
+        hs = _response_hidden(student, mb, n)
+        h = obj.student_entropy(hs, s_unembed=student.unembed, chunk_size=spec.chunk_size)
+        return None, obj.selections(jax.lax.stop_gradient(h), mb["loss_mask"], spec.loss_cfg)
+
+    _, sel_masks = jax.lax.scan(body, None, mbs)
+    return sel_masks
+
+
+def _micro_loss(params, mb, teacher_hidden, sel_masks, counts, step, *, graphdef, teacher, spec: StepSpec):
+    """(loss contribution, (terms, sums)) of one micro-batch; see objectives.py for the normalisation."""
+    n = mb["labels"].shape[-1]
+    student = nnx.merge(graphdef, params)
+    hs = _response_hidden(student, mb, n)
+    cfg, mask = spec.loss_cfg, mb["loss_mask"]
+    if cfg is None:
+        stats = obj.ce_token_stats(hs, mb["labels"], s_unembed=student.unembed, chunk_size=spec.chunk_size)
+        sums = obj.ce_sums(stats, mask)
+    else:
+        stats = obj.kd_token_stats(
+            hs,
+            teacher_hidden,
+            cfg,
+            s_unembed=student.unembed,
+            t_unembed=teacher.unembed,
+            chunk_size=spec.chunk_size,
+            vocab_policy=spec.vocab_policy,
+        )
+        if sel_masks is None:
+            sel_masks = obj.selections(stats["h_s"], mask, cfg)
+        sums = obj.kd_sums(stats, mask, cfg, sel_masks)
+    if spec.normalize == "micro_batch":
+        terms = obj.micro_batch_terms(stats, mask, cfg, sums, spec.grad_accum)
+    else:
+        counts = counts or {name: sums[name][1] for name in obj.term_weights(cfg)}
+        terms = obj.global_terms(sums, counts, cfg)
+    if spec.nan_at_step >= 0:  # test hook: poison one term at one step
+        name = spec.nan_term if spec.nan_term in terms else next(iter(terms))
+        terms[name] = terms[name] + jnp.where(step + 1 == spec.nan_at_step, jnp.nan, 0.0)
+    weights = obj.term_weights(cfg)
+    loss = sum(weights[name] * terms[name] for name in terms)
+    return loss, (terms, sums)
+
+
+def train_step(state, teacher_params, batch, rng, *, graphdef, teacher_graphdef, tx, lr_fn, spec: StepSpec):
+    """One optimizer step over the global batch → (new state, metrics); see the module docstring."""
+    del rng  # the step is deterministic given its batch; sampling keys are drawn outside
+    k, cfg = spec.grad_accum, spec.loss_cfg
+    params = state["params"]
+    inputs = score_inputs(batch, spec)
+    mbs = {name: _split_micro(x, k, spec) for name, x in inputs.items()}
+    n_tok = jnp.sum(inputs["loss_mask"])
+
+    sel_all, counts = None, None
+    if spec.normalize == "global" and k > 1:
+        counts = {"loss/direct": n_tok, "loss/ce": n_tok}
+        if cfg is not None and (cfg.use_em or cfg.use_indirect):
+            sel_all = _selection_prepass(params, graphdef, mbs, spec)
+            counts["loss/em"] = jnp.sum(sel_all["em_set"])
+            counts["loss/indirect"] = jnp.sum(sel_all["opener"])
+
+    teacher = None if teacher_graphdef is None else nnx.merge(teacher_graphdef, teacher_params)
+    grad_fn = jax.value_and_grad(
+        lambda p, mb, th, sm: _micro_loss(
+            p, mb, th, sm, counts, state["step"], graphdef=graphdef, teacher=teacher, spec=spec
+        ),
+        has_aux=True,
+    )
+
+    def body(carry, xs):
+        mb, sm = xs
+        th = None
+        if teacher is not None:  # frozen: forward only, outside the differentiated function
+            th = jax.lax.stop_gradient(_response_hidden(teacher, mb, mb["labels"].shape[-1]))
+        (_, (terms, sums)), grads = grad_fn(params, mb, th, sm)
+        acc_grads, acc_terms, acc_sums = carry
+        return (
+            jax.tree.map(jnp.add, acc_grads, grads),
+            jax.tree.map(jnp.add, acc_terms, terms),
+            jax.tree.map(jnp.add, acc_sums, sums),
+        ), None
+
+    # Abstract evaluation of one micro-batch gives the carry's structure.
+    mb0 = jax.tree.map(lambda x: x[0], mbs)
+    sm0 = None if sel_all is None else jax.tree.map(lambda x: x[0], sel_all)
+    th0 = None
+    if teacher is not None:
+        th0 = jax.eval_shape(lambda mb: _response_hidden(teacher, mb, mb["labels"].shape[-1]), mb0)
+    _, (terms_s, sums_s) = jax.eval_shape(
+        lambda p, mb, th, sm: _micro_loss(
+            p, mb, th, sm, counts, state["step"], graphdef=graphdef, teacher=teacher, spec=spec
+        ),
+        params,
+        mb0,
+        th0,
+        sm0,
+    )
+    zeros = lambda tree: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), tree)
+    carry = (jax.tree.map(jnp.zeros_like, params), zeros(terms_s), zeros(sums_s))
+    (grads, terms, sums), _ = jax.lax.scan(body, carry, (mbs, sel_all))
+
+    weights = obj.term_weights(cfg)
+    loss = sum(weights[name] * terms[name] for name in terms)
+    grad_norm = optax.tree.norm(grads)
+    updates, opt_state = tx.update(grads, state["opt_state"], params)
+    new_state = {
+        "params": optax.apply_updates(params, updates),
+        "opt_state": opt_state,
+        "step": state["step"] + 1,
+        "rng": state["rng"],
+    }
+    metrics = {"loss": loss, **terms, "grad_norm": grad_norm, "lr": lr_fn(state["step"]), "tokens": n_tok}
+    metrics.update(
+        {name: num / jnp.maximum(den, 1.0) for name, (num, den) in sums.items() if name not in terms}
+    )
+    return new_state, metrics
