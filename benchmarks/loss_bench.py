@@ -1,0 +1,182 @@
+"""Full-logit vs chunked TSD-KD loss: value+grad time and working memory.
+
+    python benchmarks/loss_bench.py --tokens 2048 --vocab 151936 --hidden 1536 --chunk 256 --json out.json
+
+Random student/teacher hidden states [B, T, D] and unembedding matrices [D, V] (fp32). Both paths take the
+gradient w.r.t. the student's hidden states and unembedding matrix:
+  full:    logits = h @ W for student and teacher, then tsdkd_loss on [B, T, V] logits;
+  chunked: chunked_tsdkd_loss over token chunks of --chunk, never building [B, T, V].
+Time: jit, one warm-up call excluded, median of --reps calls (block_until_ready).
+Working memory: XLA's compiled memory_analysis().temp_size_in_bytes, i.e. the peak of the buffers the
+program allocates besides its inputs and outputs (outputs = loss, aux and the gradients). Also reported:
+peak RSS growth of the process while running (each path in its own subprocess, so the numbers are clean);
+the RSS figure is approximate (allocator caching, the compile's own peak). --interleave runs both paths in
+one process with alternating calls, for a fairer time ratio on a loaded machine (no RSS figure then).
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+PATHS = ("full", "chunked")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _measure(args) -> dict:
+    """Compile and time one path in this process."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from tsdkd_jax.losses import chunked_tsdkd_loss, tsdkd_loss
+
+    b = args.batch
+    t = args.tokens // b
+    rng = np.random.default_rng(0)
+    dt = args.teacher_hidden or args.hidden
+    vt = args.teacher_vocab or args.vocab
+    f32 = lambda x: jnp.asarray(x, jnp.float32)
+    normal = lambda *shape: rng.standard_normal(size=shape, dtype=np.float32)
+    hs = f32(normal(b, t, args.hidden))
+    ht = f32(normal(b, t, dt))
+    ws = f32(normal(args.hidden, args.vocab) * np.float32(2.0 / np.sqrt(args.hidden)))
+    wt = f32(normal(dt, vt) * np.float32(2.0 / np.sqrt(dt)))
+    lengths = rng.integers(t // 2, t + 1, size=b)
+    mask = f32(np.arange(t)[None, :] < lengths[:, None])
+    kw = {"variant": args.variant}
+
+    # Teacher tensors and mask are arguments, not closed-over constants: XLA would constant-fold ht @ wt.
+    def full(hs, ws, ht, wt, mask):
+        z, u = hs @ ws, ht @ wt
+        if vt > args.vocab:
+            z = jnp.concatenate([z, jnp.full(z.shape[:-1] + (vt - args.vocab,), -jnp.inf, z.dtype)], -1)
+        return tsdkd_loss(z, u, mask, **kw)
+
+    def chunked(hs, ws, ht, wt, mask):
+        return chunked_tsdkd_loss(
+            hs, ht, mask,
+            student_unembed=lambda h: h @ ws, teacher_unembed=lambda h: h @ wt, chunk_size=args.chunk, **kw,
+        )  # fmt: skip
+
+    inputs = (hs, ws, ht, wt, mask)
+    paths = PATHS if args.only == "both" else (args.only,)
+    compiled, compile_s, mem = {}, {}, {}
+    for path in paths:
+        fn = jax.jit(
+            jax.value_and_grad({"full": full, "chunked": chunked}[path], argnums=(0, 1), has_aux=True)
+        )
+        t0 = time.perf_counter()
+        compiled[path] = fn.lower(*inputs).compile()
+        compile_s[path] = time.perf_counter() - t0
+        mem[path] = compiled[path].memory_analysis()
+    rss0 = _rss_bytes()
+    times, loss = {path: [] for path in paths}, {path: jnp.nan for path in paths}
+    # With both paths, calls alternate (full, chunked, full, ...) so that load drift hits both alike.
+    for _ in range(0 if args.compile_only else args.reps + 1):
+        for path in paths:
+            t0 = time.perf_counter()
+            (loss[path], _), grads = compiled[path](*inputs)
+            jax.block_until_ready((loss[path], grads))
+            times[path].append(time.perf_counter() - t0)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return [
+        {
+            "path": path,
+            "tokens": b * t,
+            "vocab": args.vocab,
+            "hidden": args.hidden,
+            "chunk": args.chunk if path == "chunked" else None,
+            "device": str(jax.devices()[0].device_kind),
+            "loss": float(loss[path]),
+            "compile_s": compile_s[path],
+            "time_s": statistics.median(times[path][1:]) if len(times[path]) > 1 else float("nan"),
+            "warmup_s": times[path][0] if times[path] else float("nan"),
+            "times_s": times[path][1:],
+            "temp_bytes": int(mem[path].temp_size_in_bytes),
+            "argument_bytes": int(mem[path].argument_size_in_bytes),
+            "output_bytes": int(mem[path].output_size_in_bytes),
+            # Only meaningful when each path runs in its own process (not with --interleave).
+            "rss_delta_bytes": max(0, peak - rss0) if len(paths) == 1 else 0,
+        }
+        for path in paths
+    ]
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--tokens", type=int, default=2048)
+    p.add_argument("--vocab", type=int, default=151_936)
+    p.add_argument("--teacher-vocab", type=int, default=0, help="default: --vocab (larger: −inf padding)")
+    p.add_argument("--hidden", type=int, default=1536)
+    p.add_argument("--teacher-hidden", type=int, default=0, help="default: --hidden")
+    p.add_argument("--chunk", type=int, default=256)
+    p.add_argument("--batch", type=int, default=4, help="sequences; tokens are split evenly over them")
+    p.add_argument("--variant", default="paper", choices=("paper", "official"))
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--paths", default="full,chunked", help="comma list of: full, chunked")
+    p.add_argument(
+        "--interleave",
+        action="store_true",
+        help="both paths in one process, calls alternating (fairer time ratio on a loaded machine; no RSS)",
+    )
+    p.add_argument("--compile-only", action="store_true", help="memory analysis only, no timing")
+    p.add_argument("--json", default="")
+    p.add_argument("--only", default="", help=argparse.SUPPRESS)  # internal: measure one path, print JSON
+    args = p.parse_args(argv)
+    if args.tokens % args.batch:
+        p.error("--tokens must be divisible by --batch")
+    if args.only:
+        print("RESULT " + json.dumps(_measure(args)), flush=True)
+        return
+
+    rows = []
+    for path in ["both"] if args.interleave else args.paths.split(","):
+        cmd = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]), "--only", path]
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+        if proc.returncode or not lines:
+            rows.append({"path": path, "error": f"exit {proc.returncode}: {proc.stderr.strip()[-500:]}"})
+        else:
+            rows.extend(json.loads(lines[-1][len("RESULT ") :]))
+    _print_table(rows, args.interleave)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(
+                {"args": vars(args) | {"only": None}, "load_avg": os.getloadavg(), "rows": rows}, f, indent=2
+            )
+
+
+def _print_table(rows, interleaved: bool) -> None:
+    gib = 2.0**30
+    ok = {r["path"]: r for r in rows if "error" not in r}
+    print(f"{'path':8} {'tokens':>7} {'vocab':>7} {'hidden':>6} {'chunk':>5} {'time_s':>8} {'compile_s':>9} "
+          f"{'work_GiB':>8} {'rss_GiB':>7} {'loss':>10}")  # fmt: skip
+    for r in rows:
+        if "error" in r:
+            print(f"{r['path']:8} ERROR {r['error']}")
+            continue
+        print(f"{r['path']:8} {r['tokens']:7d} {r['vocab']:7d} {r['hidden']:6d} {r['chunk'] or '-'!s:>5} "
+              f"{r['time_s']:8.3f} {r['compile_s']:9.1f} {r['temp_bytes'] / gib:8.3f} "
+              f"{r['rss_delta_bytes'] / gib:7.2f} {r['loss']:10.5f}")  # fmt: skip
+    if "full" in ok and "chunked" in ok:
+        f, c = ok["full"], ok["chunked"]
+        if interleaved and len(f["times_s"]) == len(c["times_s"]) > 0:
+            pairs = [ct / ft for ft, ct in zip(f["times_s"], c["times_s"], strict=True)]
+            print(f"per-call time ratios chunked/full: {', '.join(f'{r:.2f}' for r in pairs)}")
+        print(f"chunked/full: time {c['time_s'] / f['time_s']:.2f}x, working memory "
+              f"{c['temp_bytes'] / f['temp_bytes']:.1%}, RSS growth "
+              f"{c['rss_delta_bytes'] / max(f['rss_delta_bytes'], 1):.1%}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
