@@ -13,6 +13,7 @@ CORE = [
     "ml_collections==1.1.0",
     "safetensors==0.8.0",
     "tensorboardX==2.6.5",
+    "matplotlib==3.11.2",  # the testbed's results.png
     "numpy",
 ]
 

@@ -1,5 +1,9 @@
-"""Entry point: python -m tsdkd_jax.main --config=configs/tiny.py[:arg] --workdir=DIR [--config.x=y ...]."""
+"""Entry point: python -m tsdkd_jax.main --config=configs/tiny.py[:arg] --workdir=DIR [--config.x=y ...].
 
+Without --config it runs the offline reasoning testbed (configs/testbed.py) in ./workdir/testbed.
+"""
+
+import os
 import sys
 
 import jax
@@ -9,8 +13,12 @@ from ml_collections import config_flags
 from tsdkd_jax import train
 from tsdkd_jax.parallel import distributed
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder: metrics, checkpoints, export.", required=True)
+_TESTBED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "testbed.py")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", _TESTBED if os.path.isfile(_TESTBED) else "configs/testbed.py", "Experiment config file.",
+    lock_config=True,
+)  # fmt: skip
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (default for the testbed: ./workdir/testbed).")
 _DISTRIBUTED = flags.DEFINE_enum(
     "distributed", None, list(distributed.METHODS), "How to join a multi-process job (default: auto-detect)."
 )
@@ -25,8 +33,16 @@ def main(argv):
         jax.process_index(), jax.process_count(), jax.local_device_count(), jax.device_count(),
         jax.devices()[0].device_kind,
     )  # fmt: skip
+    config = _CONFIG.value
     try:
-        train.run(_CONFIG.value, _WORKDIR.value)
+        if "testbed" in config:  # the testbed runs the trainer once per stage
+            from tsdkd_jax import testbed
+
+            testbed.run(config, _WORKDIR.value or os.path.join("workdir", "testbed"))
+        elif _WORKDIR.value is None:
+            raise app.UsageError("--workdir is required")
+        else:
+            train.run(config, _WORKDIR.value)
     except train.NonFiniteLossError as e:
         logging.error("%s", e)
         sys.exit(2)

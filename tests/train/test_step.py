@@ -85,3 +85,24 @@ def test_methods_map_to_loss_configs(tiny_config):
     assert objectives.loss_config(tiny_config("supervised_kd")).divergence == "fkl"
     assert objectives.loss_config(tiny_config("distillm_srkl")).divergence == "srkl"
     assert objectives.loss_config(tiny_config("official")).variant == "official"
+
+
+def test_official_bf16_logits_equal_tsdkd_loss_on_rounded_logits(tiny_config, tmp_path_factory):
+    """loss.logits_dtype="bfloat16" (the released run's bf16 loss math) = the kernel on bf16-rounded logits."""
+    t, batch = _trainer_and_batch(tiny_config, "official", str(tmp_path_factory.mktemp("official")))
+    params0 = jax.device_get(t.state["params"])
+    _, f32 = _step(t, batch)
+    _, bf16 = _step(t, batch, logits_dtype="bfloat16")
+    spec = t.step_fn.__wrapped__.keywords["spec"]
+    inputs = step_lib.score_inputs(batch, spec)
+    n = inputs["labels"].shape[1]
+    p = inputs["tokens"].shape[1] - n
+    z = nnx.merge(t.graphdef, params0)(inputs["tokens"], inputs["attn"])[:, p - 1 : p - 1 + n]
+    u = nnx.merge(t.teacher_graphdef, t.teacher_params)(inputs["tokens"], inputs["attn"])[
+        :, p - 1 : p - 1 + n
+    ]
+    ref, _ = losses.tsdkd_loss(
+        z.astype(jnp.bfloat16), u.astype(jnp.bfloat16), inputs["loss_mask"], variant="official"
+    )
+    np.testing.assert_allclose(float(bf16["loss"]), float(ref), rtol=1e-4)
+    assert float(bf16["loss"]) != float(f32["loss"])  # the rounding is applied

@@ -9,7 +9,6 @@ end; a non-finite loss stops the run naming the step and the term, without a che
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -20,12 +19,11 @@ import time
 import jax
 import numpy as np
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec
 
-from tsdkd_jax import checkpoint, data, models, parallel, sampling
+from tsdkd_jax import checkpoint, data, models, parallel, plan, sampling
 from tsdkd_jax.parallel import distributed
 from tsdkd_jax.train import config as config_lib
-from tsdkd_jax.train import evaluate, objectives, rollout
+from tsdkd_jax.train import evaluate, perf, rollout
 from tsdkd_jax.train import state as state_lib
 from tsdkd_jax.train import step as step_lib
 from tsdkd_jax.train.metrics import MetricsWriter, first_nonfinite
@@ -45,6 +43,7 @@ class Trainer:
         c = config
         devices = jax.devices()[: c.mesh.devices or None]
         config_lib.validate(c, device_count=len(devices), process_count=jax.process_count())
+        plan.warn_if_too_big(c, devices)  # before loading or compiling anything
         self.tokenizer = data.load_tokenizer(config_lib.tokenizer_path(c, "student"))
         t_tok_path = config_lib.tokenizer_path(c, "teacher")
         t_tok = None
@@ -113,45 +112,46 @@ class Trainer:
 
     def _compile_step(self):
         c = self.config
-        spec = step_lib.StepSpec(
-            loss_cfg=objectives.loss_config(c),
-            normalize=c.loss.normalize,
-            grad_accum=c.optim.grad_accum,
-            chunk_size=c.loss.chunk_size,
-            vocab_policy=c.loss.vocab_policy,
-            mask_pad_id=self.pad_id if c.method == "tsdkd_official" else -1,
-            nan_at_step=c.debug.nan_at_step,
-            nan_term=c.debug.nan_term,
+        self.spec = step_lib.make_spec(c, pad_id=self.pad_id, mesh=self.mesh, batch_axes=self.batch_axes)
+        kw = {"graphdef": self.graphdef, "teacher_graphdef": self.teacher_graphdef, "tx": self.tx,
+              "lr_fn": state_lib.schedule(c)}  # fmt: skip
+        self.step_fn = step_lib.jit_train_step(
+            self.spec,
+            **kw,
+            state_shardings=self.shardings,
+            teacher_params=self.teacher_params,
             mesh=self.mesh,
-            batch_axes=self.batch_axes,
         )
-        fn = functools.partial(
-            step_lib.train_step,
-            graphdef=self.graphdef,
-            teacher_graphdef=self.teacher_graphdef,
-            tx=self.tx,
-            lr_fn=state_lib.schedule(c),
-            spec=spec,
+        self.split_step = perf.SplitStep(self.spec, **kw) if c.profile_every else None
+        self.peak_flops = perf.peak_flops(self.mesh.devices.flat[0])
+        self.teacher_config = (
+            None
+            if self.teacher_graphdef is None
+            else nnx.merge(self.teacher_graphdef, self.teacher_params).config
         )
-        replicated = NamedSharding(self.mesh, PartitionSpec())
-        batch_sharding = NamedSharding(self.mesh, PartitionSpec(self.batch_axes, None))
-        teacher_shardings = jax.tree.map(lambda x: x.sharding, self.teacher_params)
-        self.step_fn = jax.jit(
-            fn,
-            in_shardings=(self.shardings, teacher_shardings, batch_sharding, replicated),
-            out_shardings=(self.shardings, replicated),
-            donate_argnums=(0,),
-        )
+
+    def step_flops(self, batch) -> float:
+        """Model FLOPs of one step on `batch` (see perf.py)."""
+        n = batch["response_ids"].shape[1]
+        rows, seq_len = batch["prompt_ids"].shape[0], batch["prompt_ids"].shape[1] + n
+        return perf.step_flops(
+            self.model_config, self.teacher_config, rows=rows, seq_len=seq_len, response_len=n,
+            prepass=perf.has_prepass(self.spec),
+        )  # fmt: skip
 
     def _log_summary(self):
         c = self.config
         n_s = state_lib.count_params(self.state["params"])
         n_t = state_lib.count_params(self.teacher_params) if self.teacher_params is not None else 0
+        # Weights and optimizer only (fp32 params + AdamW moments + fp32 gradients; teacher in its dtype).
+        gb = (16 * n_s + jax.numpy.dtype(c.teacher.dtype).itemsize * n_t) / 1e9
+        peak = f"{self.peak_flops / 1e12:.0f} TFLOP/s" if self.peak_flops else "unknown"
         log.info(
-            "tsdkd run: method=%s processes=%d devices=%d (%s) mesh=%s student=%.2fM params (fp32 master, "
-            "%s compute) teacher=%.2fM params (%s) batch=%d×%d accum=%d steps=%d start=%d train=%d heldout=%d",
-            c.method, jax.process_count(), jax.device_count(), jax.devices()[0].platform,
-            dict(self.mesh.shape), n_s / 1e6, c.student.compute_dtype, n_t / 1e6, c.teacher.dtype,
+            "tsdkd run: method=%s processes=%d devices=%d (%s, peak bf16 %s/device) mesh=%s student=%.2fM "
+            "params (fp32 master, %s compute) teacher=%.2fM params (%s) state+teacher≈%.1f GB (no "
+            "activations) batch=%d×%d accum=%d steps=%d start=%d train=%d heldout=%d",
+            c.method, jax.process_count(), jax.device_count(), jax.devices()[0].device_kind, peak,
+            dict(self.mesh.shape), n_s / 1e6, c.student.compute_dtype, n_t / 1e6, c.teacher.dtype, gb,
             c.data.batch_size, c.sampling.max_new_tokens, c.optim.grad_accum, c.total_steps, self.start_step,
             len(self.iterator.examples), len(self.heldout),
         )  # fmt: skip
@@ -213,16 +213,24 @@ class Trainer:
         values.update(extra)
         values["time/step"] = dt
         values["tokens_per_s"] = values["tokens"] / max(dt, 1e-9)
+        if self.peak_flops:
+            values["mfu"] = values["flops"] / max(dt, 1e-9) / (self.peak_flops * self.mesh.devices.size)
         if eval_value is not None:
             values["eval/kl_teacher_student"] = eval_value
         if step % self.config.log_every == 0 or step == self.config.total_steps or eval_value is not None:
             writer.write(step, values)
         return values
 
-    def run(self) -> dict:
-        """Train to total_steps (or until SIGTERM); returns the last step's metrics."""
+    def run(self, hook=None) -> dict:
+        """Train to total_steps (or until SIGTERM); returns the last step's metrics.
+
+        `hook(step, params) -> dict | None`, when given, is called at step 0 (fresh runs) and after every
+        step's update; a dict it returns is logged as that step's extra metrics (e.g. held-out accuracy).
+        """
         c = self.config
         writer = MetricsWriter(self.workdir, total_steps=c.total_steps, start_step=self.start_step)
+        if hook is not None and self.start_step == 0 and (values := hook(0, self.state["params"])):
+            writer.write(0, values)
         eval_batches = self._eval_batches()
         if eval_batches and self.start_step == 0 and c.eval_at_ends:
             writer.write(
@@ -233,13 +241,23 @@ class Trainer:
             with checkpoint.PreemptionGuard() as guard:
                 for step in range(self.start_step + 1, c.total_steps + 1):
                     batch, t_sample, sampled = self.make_batch(step, next(self.iterator))
+                    profiled = {}
+                    if c.profile_every and step % c.profile_every == 0:  # time the pieces; discard the update
+                        profiled = self.split_step(self.state, self.teacher_params, batch)[2]
                     t_dispatch = time.perf_counter()
                     rng = jax.random.key_data(jax.random.fold_in(jax.random.key(c.seed), step))
                     self.state, metrics = self.step_fn(self.state, self.teacher_params, batch, rng)
                     if pending is not None:  # the previous step's metrics, after dispatching this one
                         last = self._finish(pending, writer)
-                    extra = {"time/sample": t_sample, "on_policy": float(sampled)}
+                    extra = {
+                        "time/sample": t_sample,
+                        "on_policy": float(sampled),
+                        "flops": self.step_flops(batch),
+                    }
+                    extra.update(profiled)
                     pending = (step, metrics, extra, t_dispatch)
+                    if hook is not None and (values := hook(step, self.state["params"])):
+                        writer.write(step, values)
                     stop = guard.should_stop(step)
                     evaluate_now = eval_batches and (
                         (c.eval_every and step % c.eval_every == 0)
@@ -286,7 +304,7 @@ class Trainer:
     def export(self) -> str:
         """The student as an HF folder at <workdir>/export (written aside, then renamed into place)."""
         out = os.path.join(self.workdir, "export")
-        model = nnx.merge(self.graphdef, jax.device_get(self.state["params"]))
+        model = nnx.merge(self.graphdef, rollout.to_host(self.state["params"]))  # collective
         model.dtype = np.dtype("float32")
         marker = {"method": self.config.method, "steps": int(self.state["step"]), "workdir": self.workdir}
         if jax.process_index() == 0:

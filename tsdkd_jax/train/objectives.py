@@ -73,12 +73,21 @@ def chunked_map(
     return {k: v.swapaxes(0, 1).reshape(-1)[:n_tok].reshape(b, n) for k, v in out.items()}
 
 
-def kd_token_stats(hs, ht, cfg, *, s_unembed, t_unembed, chunk_size, vocab_policy) -> dict[str, Array]:
-    """losses.token_stats per response token from student/teacher hidden states [B, N, D]."""
+def kd_token_stats(
+    hs, ht, cfg, *, s_unembed, t_unembed, chunk_size, vocab_policy, logits_dtype="float32"
+) -> dict[str, Array]:
+    """losses.token_stats per response token from student/teacher hidden states [B, N, D].
+
+    logits_dtype="bfloat16" rounds both sides' logits to bf16 first, as the released run's bf16 loss math
+    does; the kernels still compute in f32 from there (their intermediate results are not rounded).
+    """
+
+    def rounded(x):
+        return x.astype(logits_dtype).astype(jnp.float32) if logits_dtype != "float32" else x
 
     def fn(hs_CD, ht_CD):
-        z = dv.as_f32(s_unembed(hs_CD))
-        u = jax.lax.stop_gradient(dv.as_f32(t_unembed(ht_CD)))
+        z = dv.as_f32(rounded(s_unembed(hs_CD)))
+        u = jax.lax.stop_gradient(dv.as_f32(rounded(t_unembed(ht_CD))))
         z, u = losses.align_vocab(z, u, vocab_policy)
         return losses.token_stats(z, u, cfg)
 

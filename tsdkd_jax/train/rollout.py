@@ -9,6 +9,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
 from tsdkd_jax import sampling
@@ -29,6 +30,13 @@ def to_global(x: np.ndarray, mesh, batch_axes) -> jax.Array:
     if jax.process_count() > 1:
         return jax.make_array_from_process_local_data(sharding, x)
     return jax.device_put(x, sharding)
+
+
+def to_host(tree):
+    """Global arrays → whole NumPy arrays on every host (an all-gather when they span other processes)."""
+    if jax.process_count() > 1:
+        return multihost_utils.process_allgather(tree, tiled=True)
+    return jax.device_get(tree)
 
 
 def pad_responses(batch: dict[str, np.ndarray], n: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:

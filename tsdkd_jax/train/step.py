@@ -15,6 +15,7 @@ micro-batch stays spread over all of them without moving data.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -37,6 +38,7 @@ class StepSpec:
     chunk_size: int
     vocab_policy: str
     mask_pad_id: int = -1  # ≥ 0 (official parity, pad = EOS): tokens equal to it are masked everywhere
+    logits_dtype: str = "float32"  # "bfloat16": logits rounded to bf16 before the (f32) loss (official)
     nan_at_step: int = -1  # test hook
     nan_term: str = "loss/direct"
     mesh: Mesh | None = None
@@ -101,6 +103,7 @@ def _micro_loss(params, mb, teacher_hidden, sel_masks, counts, step, *, graphdef
             t_unembed=teacher.unembed,
             chunk_size=spec.chunk_size,
             vocab_policy=spec.vocab_policy,
+            logits_dtype=spec.logits_dtype,
         )
         if sel_masks is None:
             sel_masks = obj.selections(stats["h_s"], mask, cfg)
@@ -118,11 +121,21 @@ def _micro_loss(params, mb, teacher_hidden, sel_masks, counts, step, *, graphdef
     return loss, (terms, sums)
 
 
-def train_step(state, teacher_params, batch, rng, *, graphdef, teacher_graphdef, tx, lr_fn, spec: StepSpec):
-    """One optimizer step over the global batch → (new state, metrics); see the module docstring."""
-    del rng  # the step is deterministic given its batch; sampling keys are drawn outside
+def teacher_hidden(teacher_params, batch, *, teacher_graphdef, spec: StepSpec):
+    """The frozen teacher's response hidden states of every micro-batch [k, B/k, N, D] (profile mode only:
+    the fused step computes them one micro-batch at a time inside its scan)."""
+    mbs = {name: _split_micro(x, spec.grad_accum, spec) for name, x in score_inputs(batch, spec).items()}
+    teacher = nnx.merge(teacher_graphdef, teacher_params)
+    n = mbs["labels"].shape[-1]
+    return jax.lax.map(lambda mb: jax.lax.stop_gradient(_response_hidden(teacher, mb, n)), mbs)
+
+
+def student_grads(
+    params, step, teacher_params, batch, teacher_hiddens=None, *, graphdef, teacher_graphdef, spec: StepSpec
+):
+    """Summed gradients, terms and (numerator, count) sums over the accumulation window, and the token
+    count. The teacher's hidden states are computed per micro-batch inside the scan unless given."""
     k, cfg = spec.grad_accum, spec.loss_cfg
-    params = state["params"]
     inputs = score_inputs(batch, spec)
     mbs = {name: _split_micro(x, k, spec) for name, x in inputs.items()}
     n_tok = jnp.sum(inputs["loss_mask"])
@@ -138,15 +151,14 @@ def train_step(state, teacher_params, batch, rng, *, graphdef, teacher_graphdef,
     teacher = None if teacher_graphdef is None else nnx.merge(teacher_graphdef, teacher_params)
     grad_fn = jax.value_and_grad(
         lambda p, mb, th, sm: _micro_loss(
-            p, mb, th, sm, counts, state["step"], graphdef=graphdef, teacher=teacher, spec=spec
+            p, mb, th, sm, counts, step, graphdef=graphdef, teacher=teacher, spec=spec
         ),
         has_aux=True,
     )
 
     def body(carry, xs):
-        mb, sm = xs
-        th = None
-        if teacher is not None:  # frozen: forward only, outside the differentiated function
+        mb, sm, th = xs
+        if teacher is not None and th is None:  # frozen: forward only, outside the differentiated function
             th = jax.lax.stop_gradient(_response_hidden(teacher, mb, mb["labels"].shape[-1]))
         (_, (terms, sums)), grads = grad_fn(params, mb, th, sm)
         acc_grads, acc_terms, acc_sums = carry
@@ -164,7 +176,7 @@ def train_step(state, teacher_params, batch, rng, *, graphdef, teacher_graphdef,
         th0 = jax.eval_shape(lambda mb: _response_hidden(teacher, mb, mb["labels"].shape[-1]), mb0)
     _, (terms_s, sums_s) = jax.eval_shape(
         lambda p, mb, th, sm: _micro_loss(
-            p, mb, th, sm, counts, state["step"], graphdef=graphdef, teacher=teacher, spec=spec
+            p, mb, th, sm, counts, step, graphdef=graphdef, teacher=teacher, spec=spec
         ),
         params,
         mb0,
@@ -173,11 +185,16 @@ def train_step(state, teacher_params, batch, rng, *, graphdef, teacher_graphdef,
     )
     zeros = lambda tree: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), tree)
     carry = (jax.tree.map(jnp.zeros_like, params), zeros(terms_s), zeros(sums_s))
-    (grads, terms, sums), _ = jax.lax.scan(body, carry, (mbs, sel_all))
+    (grads, terms, sums), _ = jax.lax.scan(body, carry, (mbs, sel_all, teacher_hiddens))
+    return grads, terms, sums, n_tok
 
-    weights = obj.term_weights(cfg)
+
+def apply_update(state, grads, terms, sums, n_tok, *, tx, lr_fn, spec: StepSpec):
+    """The optimizer update and the step's metrics from student_grads' outputs."""
+    weights = obj.term_weights(spec.loss_cfg)
     loss = sum(weights[name] * terms[name] for name in terms)
     grad_norm = optax.tree.norm(grads)
+    params = state["params"]
     updates, opt_state = tx.update(grads, state["opt_state"], params)
     new_state = {
         "params": optax.apply_updates(params, updates),
@@ -190,3 +207,48 @@ def train_step(state, teacher_params, batch, rng, *, graphdef, teacher_graphdef,
         {name: num / jnp.maximum(den, 1.0) for name, (num, den) in sums.items() if name not in terms}
     )
     return new_state, metrics
+
+
+def train_step(state, teacher_params, batch, rng, *, graphdef, teacher_graphdef, tx, lr_fn, spec: StepSpec):
+    """One optimizer step over the global batch → (new state, metrics); see the module docstring."""
+    del rng  # the step is deterministic given its batch; sampling keys are drawn outside
+    grads, terms, sums, n_tok = student_grads(
+        state["params"], state["step"], teacher_params, batch,
+        graphdef=graphdef, teacher_graphdef=teacher_graphdef, spec=spec,
+    )  # fmt: skip
+    return apply_update(state, grads, terms, sums, n_tok, tx=tx, lr_fn=lr_fn, spec=spec)
+
+
+def make_spec(config, *, pad_id: int, mesh, batch_axes) -> StepSpec:
+    """The StepSpec of an experiment config (pad_id: the run's pad token, masked in the official variant)."""
+    c = config
+    official = c.method == "tsdkd_official"
+    return StepSpec(
+        loss_cfg=obj.loss_config(c),
+        normalize=c.loss.normalize,
+        grad_accum=c.optim.grad_accum,
+        chunk_size=c.loss.chunk_size,
+        vocab_policy=c.loss.vocab_policy,
+        mask_pad_id=pad_id if official else -1,
+        logits_dtype=c.loss.logits_dtype,
+        nan_at_step=c.debug.nan_at_step,
+        nan_term=c.debug.nan_term,
+        mesh=mesh,
+        batch_axes=batch_axes,
+    )
+
+
+def jit_train_step(spec, *, graphdef, teacher_graphdef, tx, lr_fn, state_shardings, teacher_params, mesh):
+    """train_step jitted with explicit shardings, donating the state (never the teacher)."""
+    fn = functools.partial(
+        train_step, graphdef=graphdef, teacher_graphdef=teacher_graphdef, tx=tx, lr_fn=lr_fn, spec=spec
+    )
+    replicated = NamedSharding(mesh, PartitionSpec())
+    batch_sharding = NamedSharding(mesh, PartitionSpec(spec.batch_axes, None))
+    teacher_shardings = jax.tree.map(lambda x: x.sharding, teacher_params)
+    return jax.jit(
+        fn,
+        in_shardings=(state_shardings, teacher_shardings, batch_sharding, replicated),
+        out_shardings=(state_shardings, replicated),
+        donate_argnums=(0,),
+    )

@@ -1,0 +1,262 @@
+"""Per-device memory of a run, from the model shapes, the mesh and the logical-axis rules (no arrays built).
+
+Parameters are sharded exactly as the trainer shards them: each tensor's logical names go through
+`parallel.logical_to_sharding` on an abstract mesh of the planned size, and its shard shape is counted.
+Activations use the same rules for the batch (data × fsdp), heads / kv heads / MLP / vocab (tensor).
+
+Phases. The resident state (student params, AdamW moments, teacher) lives all run. Each sampler call (the
+student's on-policy rollouts; the teacher's for seqkd and the held-out eval: KV cache, the fsdp all-gather
+of the sampling weights, the prefill) and the train step (gradients, saved activations, one block's working
+set, the loss chunk) are separate programs run one after the other, so peak = resident + the largest phase.
+Within a phase, lasting lines add up and of the transient ones (working sets that exist one at a time: a
+block, a loss chunk, the prefill) only the largest counts. tests/plan compares this with XLA's compiled
+memory analysis of the tiny config's train step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+from jax.sharding import AbstractMesh, AxisType
+
+from tsdkd_jax.models.decoder import layer_param_specs
+from tsdkd_jax.parallel import DEFAULT_RULES, logical_to_sharding
+from tsdkd_jax.parallel.mesh import AXES
+
+F32 = 4
+ON_POLICY = ("tsdkd", "tsdkd_official", "gkd", "distillm")
+# Live [tokens, V] float32 buffers of one loss chunk: both sides' logits, log-softmaxes and probabilities,
+# the JSD mixture and its log (forward), then the chunk's recomputation and cotangents in the backward pass.
+LOSS_BUFFERS = 10
+HEADROOM = 0.9  # "fits" leaves 10 % of the device for XLA's workspace, fragmentation and the runtime
+
+
+@dataclasses.dataclass
+class Line:
+    name: str
+    phase: str  # "resident", "sampling (<who>)" or "train"
+    bytes: int
+    note: str = ""
+    transient: bool = False  # a working set that exists one at a time (one block, one chunk)
+
+
+@dataclasses.dataclass
+class Plan:
+    lines: list[Line]
+    mesh: dict[str, int]
+    device: str
+    capacity: int  # bytes one device may use
+
+    def total(self, phase: str) -> int:
+        """Σ the phase's lasting lines + the largest of its transient ones."""
+        lines = [line for line in self.lines if line.phase == phase]
+        working = max((line.bytes for line in lines if line.transient), default=0)
+        return sum(line.bytes for line in lines if not line.transient) + working
+
+    @property
+    def phases(self) -> list[str]:
+        return list(dict.fromkeys(line.phase for line in self.lines if line.phase != "resident"))
+
+    @property
+    def peak(self) -> int:
+        return self.total("resident") + max(self.total(phase) for phase in self.phases)
+
+    @property
+    def fits(self) -> bool:
+        return self.peak <= HEADROOM * self.capacity
+
+
+def abstract_mesh(sizes) -> AbstractMesh:
+    return AbstractMesh(tuple(int(s) for s in sizes), AXES, axis_types=(AxisType.Auto,) * len(AXES))
+
+
+def resolve_mesh(sizes, num_devices: int | None) -> tuple[int, int, int]:
+    """(data, fsdp, tensor) with a -1 filled from `num_devices`."""
+    sizes = [int(s) for s in sizes]
+    if -1 in sizes:
+        if not num_devices:
+            raise ValueError(f"mesh {sizes} has a -1 axis: give the device count (--devices)")
+        known = math.prod(s for s in sizes if s != -1)
+        sizes[sizes.index(-1)] = num_devices // known
+    return tuple(sizes)
+
+
+def _shard_elems(names, shape, mesh, rules) -> int:
+    return math.prod(logical_to_sharding(names, mesh, rules, shape).shard_shape(tuple(shape)))
+
+
+def param_tensors(cfg, vocab_size: int | None = None) -> list[tuple[tuple[int, ...], tuple[str, ...]]]:
+    """(shape, logical names) of every parameter of the decoder (as models.Decoder creates them)."""
+    v, d = vocab_size or cfg.vocab_size, cfg.hidden_size
+    out = [((v, d), ("vocab", "embed")), ((d,), ("norm",))]
+    if not cfg.tie_embeddings:
+        out.append(((v, d), ("vocab", "embed")))
+    for shape, names in layer_param_specs(cfg).values():
+        out.append(((cfg.num_layers, *shape), ("layers", *names)))
+    return out
+
+
+def param_bytes(cfg, mesh, rules, itemsize: int, vocab_size: int | None = None) -> int:
+    """Bytes of one device's shard of every parameter."""
+    return sum(_shard_elems(n, s, mesh, rules) * itemsize for s, n in param_tensors(cfg, vocab_size))
+
+
+def layer_gather_bytes(cfg, mesh, rules, itemsize: int) -> int:
+    """One block's weights as a device holds them while computing it: fsdp shards all-gathered (0 without
+    fsdp sharding)."""
+    layer = [(s[1:], n[1:]) for s, n in param_tensors(cfg) if n[0] == "layers"]
+    kept = sum(_shard_elems(n, s, mesh, rules) for s, n in layer)
+    full = sum(_shard_elems(n, s, mesh, {**rules, "embed": None}) for s, n in layer)
+    return 0 if full == kept else full * itemsize
+
+
+def _split(name: str, size: int, mesh, rules) -> int:
+    """Per-device extent of a dimension of logical `name` (unsplit when not divisible, as the rules do)."""
+    return _shard_elems((name,), (size,), mesh, rules)
+
+
+def block_bytes(cfg, rows: int, q_len: int, k_len: int, itemsize: int, mesh, rules, residuals=True) -> int:
+    """One transformer block for `rows` × `q_len` queries over `k_len` keys. residuals=True: what the block
+    keeps for its backward pass (the residuals jax's AD saves for layers.block, as listed by
+    jax.ad_checkpoint.print_saved_residuals); False: the live set of a forward-only block (teacher,
+    prefill), where XLA frees each intermediate once consumed."""
+    heads, kv = _split("heads", cfg.num_heads, mesh, rules), _split("kv_heads", cfg.num_kv_heads, mesh, rules)
+    ffw, tokens, d, h = (
+        _split("mlp", cfg.intermediate_size, mesh, rules),
+        rows * q_len,
+        cfg.hidden_size,
+        cfg.head_dim,
+    )
+    scores = rows * heads * q_len * k_len * (2 * F32 + 1)  # masked f32 logits, f32 softmax, the bool mask
+    if not residuals:
+        return scores + tokens * ((3 * d + 2 * ffw + (heads + 2 * kv) * h) * itemsize)
+    hidden = tokens * d * (5 * itemsize + 2 * F32)  # residual stream, norm outputs; the norms' f32 upcasts
+    qkv = tokens * (2 * heads + 6 * kv) * h * itemsize  # q (and its grouped view), k and v before/after RoPE
+    mlp = tokens * 6 * ffw * itemsize  # gate, up, the activation's pieces, act(gate) · up
+    return hidden + qkv + scores + mlp
+
+
+def _kv_cache(cfg, batch: int, slots: int, itemsize: int, mesh, rules) -> int:
+    names = ("layers", "batch", "length", "kv_heads", "head_dim")
+    shape = (cfg.num_layers, batch, slots, cfg.num_kv_heads, cfg.head_dim)
+    return 2 * _shard_elems(names, shape, mesh, rules) * itemsize
+
+
+def plan(config, student, teacher, *, mesh_sizes, device: str, capacity: int) -> Plan:
+    """The per-device memory plan of `config` (a train config) for ModelConfigs `student` / `teacher`."""
+    c = config
+    mesh = abstract_mesh(mesh_sizes)
+    rules = {**DEFAULT_RULES, **c.mesh.rules.to_dict()}
+    t_rules = {**rules, **c.teacher.rules.to_dict()}
+    s_rules = {**rules, "embed": None}  # the sampler's (loop.Trainer.sampling_rules)
+    cs, ct = np.dtype(c.student.compute_dtype).itemsize, np.dtype(c.teacher.dtype).itemsize
+    use_teacher = c.method != "sft" and teacher is not None
+    s_vocab = (
+        teacher.vocab_size if (use_teacher and c.student.resize_vocab_to_teacher) else student.vocab_size
+    )
+    b, k = c.data.batch_size, c.optim.grad_accum
+    p_len, n_len = c.data.max_prompt_len, c.sampling.max_new_tokens
+    t_len = p_len + n_len
+
+    lines = []
+    params = param_bytes(student, mesh, rules, F32, s_vocab)
+    lines.append(Line("student params", "resident", params, f"fp32 master, {student.num_layers} layers"))
+    lines.append(Line("optimizer state", "resident", 2 * params, "AdamW μ, ν (fp32)"))
+    if use_teacher:
+        lines.append(
+            Line("teacher params", "resident", param_bytes(teacher, mesh, t_rules, ct), c.teacher.dtype)
+        )
+
+    # Sampling: which models sample, and with which batch.
+    samplers = []
+    if c.method in ON_POLICY and c.loss.lam > 0:
+        samplers.append(("student, on-policy", student, cs, F32, rules, s_vocab))
+    if use_teacher and (c.method == "seqkd" or c.eval_every or c.eval_at_ends):
+        why = "seqkd" if c.method == "seqkd" else "held-out eval"
+        samplers.append((f"teacher, {why}", teacher, ct, ct, t_rules, None))
+    rows_s = _shard_elems(("batch",), (b,), mesh, s_rules)
+    for who, cfg, item, p_item, m_rules, vocab in samplers:
+        phase = f"sampling ({who})"
+        cache = _kv_cache(cfg, b, t_len - 1, item, mesh, s_rules)
+        kept = param_bytes(cfg, mesh, m_rules, p_item, vocab)
+        gathered = param_bytes(cfg, mesh, {**m_rules, "embed": None}, p_item, vocab)
+        prefill = block_bytes(cfg, rows_s, p_len, t_len - 1, item, mesh, s_rules, residuals=False)
+        prefill += rows_s * _split("vocab", vocab or cfg.vocab_size, mesh, s_rules) * F32
+        lines.append(Line("KV cache", phase, cache, f"{b} prompts × {t_len - 1} slots (the global batch)"))
+        if gathered != kept:
+            lines.append(Line("weight all-gather", phase, gathered, "fsdp shards gathered once per call"))
+        lines.append(Line("prefill", phase, prefill, f"{p_len}-token prompts, one block", True))
+
+    # The train step, per micro-batch of b / k rows.
+    rows = _shard_elems(("batch",), (b // k,), mesh, rules)
+    grads = params * (2 if k > 1 else 1)
+    lines.append(Line("gradients", "train", grads, "fp32" + (" + accumulator" if k > 1 else "")))
+    block_s = block_bytes(student, rows, t_len, t_len, cs, mesh, rules)
+    carry = rows * t_len * student.hidden_size * cs
+    if c.student.remat:  # the scan keeps each block's input; a block's residuals are recomputed in backward
+        # (measured: XLA frees the recomputed residuals as the cotangents form; the f32 score cotangent stays)
+        cotangent = _split("heads", student.num_heads, mesh, rules) * rows * t_len * t_len * F32
+        saved, working, how = student.num_layers * carry, block_s + cotangent, "remat: each block's input"
+    else:
+        saved, working, how = student.num_layers * block_s, block_s, "no remat: each block's residuals"
+    working += 2 * layer_gather_bytes(student, mesh, rules, F32)  # the gathered weights and their gradient
+    saved += 4 * carry  # embeddings, final hidden states, the response slice and its cotangent
+    if use_teacher:
+        saved += rows * n_len * teacher.hidden_size * ct  # the teacher's response hidden states
+    lines.append(Line("activations (saved)", "train", saved, f"{rows} rows × {t_len} tokens, {how}"))
+    lines.append(
+        Line(
+            "student block backward",
+            "train",
+            working,
+            "one block's residuals + cotangents (+ fsdp-gathered weights)",
+            True,
+        )
+    )
+    if use_teacher:
+        t_block = block_bytes(teacher, rows, t_len, t_len, ct, mesh, t_rules, residuals=False)
+        t_block += layer_gather_bytes(teacher, mesh, t_rules, ct)
+        lines.append(
+            Line(
+                "teacher block forward",
+                "train",
+                t_block,
+                "frozen: one block at a time (+ fsdp-gathered weights)",
+                True,
+            )
+        )
+    tokens = min(c.loss.chunk_size, (b // k) * n_len)
+    tok_dev = -(-tokens // ((b // k) // rows))  # each chunk is spread over the batch shards (chunked.py)
+    vocab = max(s_vocab, teacher.vocab_size if use_teacher else 0)
+    v_dev = _split("vocab", vocab, mesh, rules)
+    loss = LOSS_BUFFERS * tok_dev * v_dev * F32
+    lines.append(
+        Line("loss chunk", "train", loss, f"{tok_dev} tokens × {v_dev} vocab × {LOSS_BUFFERS} f32", True)
+    )
+    return Plan(lines, dict(zip(AXES, mesh_sizes, strict=True)), device, capacity)
+
+
+def _fmt(n: float) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n:.0f} B"
+
+
+def table(p: Plan) -> str:
+    """A Markdown table of the plan, per device."""
+    mesh = " × ".join(f"{k}={v}" for k, v in p.mesh.items())
+    out = [f"per device, mesh {mesh} ({math.prod(p.mesh.values())} devices), device {p.device}", "",
+           "| phase | what | bytes | note |", "| --- | --- | ---: | --- |"]  # fmt: skip
+    for line in p.lines:
+        name = f"{line.name} (transient)" if line.transient else line.name
+        out.append(f"| {line.phase} | {name} | {_fmt(line.bytes)} | {line.note} |")
+    out.append(f"| resident | **total** | {_fmt(p.total('resident'))} | all run |")
+    for phase in p.phases:
+        out.append(f"| {phase} | **total** | {_fmt(p.total(phase))} | lasting lines + largest transient |")
+    verdict = "fits" if p.fits else "does NOT fit"
+    out.append(f"| peak | **resident + largest phase** | **{_fmt(p.peak)}** | "
+               f"{verdict} in {_fmt(p.capacity)} ({p.peak / p.capacity:.0%}) |")  # fmt: skip
+    return "\n".join(out)
