@@ -5,14 +5,14 @@
 Everything is built locally from seed 0 (no network): arithmetic word problems of 2-3 steps with step-by-step
 solutions ending in `#### N` (tsdkd_jax.eval.testbed_problems; values ≤ 20, ± 1..5, × 2), split into train,
 held-out, and a "hard" held-out split of 4-5 steps (longer than any training chain); a byte-level BPE
-tokenizer; a teacher (4 layers × 128, 0.9 M parameters) trained by SFT on the correct solutions (400 steps);
-a student (2 layers × 64) given a brief SFT (200 steps: it writes the solution format but gets most numbers
-wrong); then the same initial student distilled for 150 steps by TSD-KD (paper variant), GKD and SeqKD, and
-greedy-decoding accuracy (GSM8K strict `#### N`) of every model on both held-out splits. Held-out accuracy on
-the first 128 held-out problems is also logged during training (`eval/heldout_accuracy` in each stage's
-metrics.jsonl). Prints the table and writes <workdir>/results.md, results.json and results.png (accuracy and
-per-term losses over steps). Finished stages are skipped on a rerun; an interrupted one resumes from its
-checkpoint.
+tokenizer; a teacher (4 layers × 128, 0.9 M parameters) trained by SFT on the correct solutions (400 steps); a
+student (2 layers × 64, 0.15 M) given a brief SFT (200 steps: it writes the solution format but gets most
+numbers wrong); then the same initial student distilled for 150 steps by TSD-KD (paper variant), GKD and
+SeqKD, and greedy-decoding accuracy (GSM8K strict `#### N`) of every model on both held-out splits. Held-out
+accuracy on the first 128 held-out problems is also logged during training (`eval/heldout_accuracy` in each
+stage's metrics.jsonl). Prints the table and writes <workdir>/results.md, results.json and results.png
+(accuracy and per-term losses over steps). Finished stages are skipped on a rerun; an interrupted one resumes
+from its checkpoint.
 
 Runtime on 2 CPU cores: ≤ 15 min (measured table and time in benchmarks/RESULTS.md). Expected (seed 0):
 teacher ~80 % held-out, initial student ~9 %; which distillation method gains most is whatever the run

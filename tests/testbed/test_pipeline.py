@@ -1,9 +1,11 @@
 """The offline testbed end to end (configs/testbed.py:smoke): every stage runs, the table, JSON and plot are
-written, and a rerun skips the finished stages and reproduces the table."""
+written, a rerun skips the finished stages and reproduces the table, and a changed config is refused."""
 
 import importlib.util
 import json
 import os
+
+import pytest
 
 from tsdkd_jax import testbed
 
@@ -58,3 +60,7 @@ def test_smoke_end_to_end_and_resume(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("skipped") == len(keys)
     assert {k: again[k]["heldout"] for k in keys} == {k: results[k]["heldout"] for k in keys}
+
+    config.testbed.teacher.sft_steps += 1  # a finished stage of another config is not silently reused
+    with pytest.raises(ValueError, match="different config"):
+        testbed.run(config, workdir)

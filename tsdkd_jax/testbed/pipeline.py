@@ -8,7 +8,6 @@ evaluation is cached as <stage>/eval.json. Stage wall times are recorded in <sta
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 
@@ -21,7 +20,6 @@ from tsdkd_jax import eval as eval_lib
 from tsdkd_jax.parallel import distributed
 from tsdkd_jax.testbed import assets, report
 
-log = logging.getLogger(__name__)
 SCORER = "gsm8k_strict"  # the answer must follow "#### "
 
 
@@ -53,11 +51,22 @@ def _write_json(path: str, value) -> None:
     os.replace(path + ".tmp", path)
 
 
+def _fingerprint(config) -> dict:
+    """The settings that make a stage's result (paths left out: a workdir may be moved or copied)."""
+    keys = ("method", "seed", "total_steps", "optim", "loss", "sampling")
+    return {**{k: config[k].to_dict() if hasattr(config[k], "to_dict") else config[k] for k in keys},
+            "batch_size": config.data.batch_size}  # fmt: skip
+
+
 def train_stage(name: str, config, workdir: str, make_hook=None) -> dict:
     """Runs (or resumes, or skips) one trainer run; returns {"export", "steps", "seconds"}."""
     info = _read_json(os.path.join(workdir, "stage.json"))
     export = os.path.join(workdir, "export")
     if info and distributed.is_done(workdir) and os.path.isdir(export):
+        if info.get("config", _fingerprint(config)) != json.loads(json.dumps(_fingerprint(config))):
+            raise ValueError(
+                f"{workdir} holds a finished {name} stage of a different config; use another --workdir"
+            )
         say(f"  {name}: done earlier ({info['steps']} steps, {info['seconds']:.0f} s), skipped")
         return info
     say(f"  {name}: {config.method}, {config.total_steps} steps, lr {config.optim.lr:g} → {workdir}")
@@ -65,8 +74,11 @@ def train_stage(name: str, config, workdir: str, make_hook=None) -> dict:
     trainer = train.Trainer(config, workdir)
     trainer.run(make_hook(trainer) if make_hook else None)
     seconds = time.perf_counter() - t0  # this invocation only when the stage was resumed
-    info = {"export": export, "steps": config.total_steps, "seconds": seconds, "method": config.method}
+    info = {"export": export, "steps": config.total_steps, "seconds": seconds, "method": config.method,
+            "config": _fingerprint(config)}  # fmt: skip
     _write_json(os.path.join(workdir, "stage.json"), info)
+    if os.path.exists(os.path.join(workdir, "eval.json")):  # an evaluation of an earlier model
+        os.remove(os.path.join(workdir, "eval.json"))
     say(f"  {name}: finished in {seconds:.0f} s")
     return info
 

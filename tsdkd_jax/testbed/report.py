@@ -132,7 +132,8 @@ def write(workdir: str, config, results: dict, *, wall_seconds: float) -> str:
         f"Greedy decoding, GSM8K strict scorer (`#### N`); held-out = {p.min_steps}-{p.max_steps}-step "
         f"problems like training, hard = {p.hard_min_steps}-{p.hard_max_steps} steps. "
         f"Wall time of this invocation {wall_seconds:.0f} s ({stamp}, {os.cpu_count()} CPUs, load {load:.1f}); "
-        "stage times are from the invocation that ran the stage."
+        f"training stages {sum(r['seconds'] for r in results.values()):.0f} s in all, each timed by the "
+        "invocation that ran it (a rerun skips finished stages)."
     )
     with open(os.path.join(workdir, "results.md"), "w") as f:
         f.write("# Testbed results\n\n" + md + "\n\n" + footer + "\n")
