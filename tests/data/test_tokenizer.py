@@ -48,3 +48,17 @@ def test_errors_name_the_path(tmp_path):
         data.load_tokenizer(str(tmp_path / "missing"))
     with pytest.raises(ValueError, match="no EOS id"):
         data.eos_token_ids(str(tmp_path))
+
+
+def test_trained_tokenizer_beside_a_qwen2_config_keeps_its_own_pipeline(tmp_path):
+    """A model folder's config.json (model_type qwen2) must not swap in Qwen2Tokenizer's pre-tokenizer."""
+    import tokenizers
+
+    texts = [f"what is {a} plus {b}? the answer is {a + b}." for a in range(30) for b in range(30)]
+    data.train_tokenizer(texts, str(tmp_path), vocab_size=300)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
+    raw = tokenizers.Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    tok = data.load_tokenizer(str(tmp_path))
+    for text in ("13 plus 24 is 37.", "what is 29 plus 17?"):
+        assert tok(text, add_special_tokens=False)["input_ids"] == raw.encode(text).ids
+    assert tok.eos_token == "<|im_end|>" and tok.chat_template is not None

@@ -28,10 +28,25 @@ def load_tokenizer(name_or_path: str) -> transformers.PreTrainedTokenizerBase:
                 f"{name_or_path}: no tokenizer.json or tokenizer_config.json; expected a Hugging Face "
                 "tokenizer folder"
             )
+        if _tokenizer_class(name_or_path) in _GENERIC_CLASSES:
+            # A tokenizer.json-defined tokenizer (e.g. one from train_tokenizer). AutoTokenizer would follow a
+            # config.json beside it (model_type qwen2 → Qwen2Tokenizer) and re-split text its own way.
+            return transformers.PreTrainedTokenizerFast.from_pretrained(name_or_path, local_files_only=True)
         return transformers.AutoTokenizer.from_pretrained(name_or_path, local_files_only=True)
     if name_or_path.startswith((os.path.sep, ".", "~")) or name_or_path.count("/") > 1:
         raise FileNotFoundError(f"{name_or_path}: no such tokenizer folder (and not a hub name 'org/name')")
     return transformers.AutoTokenizer.from_pretrained(name_or_path)
+
+
+_GENERIC_CLASSES = ("PreTrainedTokenizerFast", "TokenizersBackend")
+
+
+def _tokenizer_class(folder: str) -> str | None:
+    path = os.path.join(folder, "tokenizer_config.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f).get("tokenizer_class")
 
 
 def chat_prompt_ids(
