@@ -12,6 +12,7 @@ CORE = [
     "datasets==5.2.0",
     "ml_collections==1.1.0",
     "safetensors==0.8.0",
+    "jinja2==3.1.6",  # transformers renders chat templates with it but does not require it
     "tensorboardX==2.6.5",
     "matplotlib==3.11.2",  # the testbed's results.png
     "numpy",
