@@ -1,4 +1,5 @@
-"""One of the processes of a multi-host tiny run (4 fake CPU devices each); run by test_multihost.py.
+"""One of the processes of a multi-host tiny run ($TSDKD_TEST_LOCAL_DEVICES fake CPU devices each, default 4);
+run by test_multihost.py.
 
     python multihost_worker.py WORKDIR [section.field=value ...]
 
@@ -10,7 +11,8 @@ trains configs/tiny.py (with the overrides, values as Python literals) through t
 import os
 import sys
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+DEVICES = os.environ.get("TSDKD_TEST_LOCAL_DEVICES", "4")
+os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={DEVICES}"
 os.environ["JAX_PLATFORMS"] = "cpu"
 
 import ast
