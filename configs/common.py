@@ -5,7 +5,7 @@ applies the comma-separated variants of the config argument (`configs/x.py:gkd,s
 `field=value` overrides (`:opener_frac=1.0`, `:optim.lr=1e-6`). Model folders are looked up under
 $TSDKD_MODELS (default ~/models), one folder per hub model, e.g.
 
-    huggingface-cli download Qwen/Qwen2.5-1.5B-Instruct --local-dir ~/models/Qwen2.5-1.5B-Instruct
+    hf download Qwen/Qwen2.5-1.5B-Instruct --local-dir ~/models/Qwen2.5-1.5B-Instruct
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ SPEC.md §3 as for the Qwen pair (UltraInteract-SFT, λ = 1, 3 epochs = 1,875 st
 1024, clip 1.0, β 0.9, ...), except the learning rate: 1e-7. Both models share Gemma's 256,000-token
 vocabulary. Models (on every worker) from $TSDKD_MODELS (default ~/models; see configs/common.py):
 
-    huggingface-cli download google/gemma-2-9b-it --local-dir ~/models/gemma-2-9b-it
-    huggingface-cli download google/gemma-2-2b-it --local-dir ~/models/gemma-2-2b-it
+    hf download google/gemma-2-9b-it --local-dir ~/models/gemma-2-9b-it
+    hf download google/gemma-2-2b-it --local-dir ~/models/gemma-2-2b-it
     launch/tpu_vm.sh run --zone ZONE --accelerator v5p-32 --workdir gs://BUCKET/tsdkd_gemma9b_2b \
         -- --config=configs/tsdkd_gemma2_9b_to_2b.py
     # one host, or to check the setup: python -m tsdkd_jax.main --config=configs/tsdkd_gemma2_9b_to_2b.py:smoke --workdir=/tmp/x

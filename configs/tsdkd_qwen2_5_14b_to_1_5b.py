@@ -4,8 +4,8 @@ SPEC.md §3: UltraInteract-SFT prompts (first 80,000 rows), on-policy (λ = 1), 
 warm-up, 3 epochs = 1,875 steps at global batch 128, max length 1024 (512 prompt + 512 response), clip 1.0,
 β 0.9, τ 1, k 10, α 0.1, c 0.1, ρ 0.1. Models (on every worker) from $TSDKD_MODELS (default ~/models; see configs/common.py):
 
-    huggingface-cli download Qwen/Qwen2.5-14B-Instruct --local-dir ~/models/Qwen2.5-14B-Instruct
-    huggingface-cli download Qwen/Qwen2.5-1.5B-Instruct --local-dir ~/models/Qwen2.5-1.5B-Instruct
+    hf download Qwen/Qwen2.5-14B-Instruct --local-dir ~/models/Qwen2.5-14B-Instruct
+    hf download Qwen/Qwen2.5-1.5B-Instruct --local-dir ~/models/Qwen2.5-1.5B-Instruct
     launch/tpu_vm.sh run --zone ZONE --accelerator v5p-64 --workdir gs://BUCKET/tsdkd_qwen14b_1.5b \
         -- --config=configs/tsdkd_qwen2_5_14b_to_1_5b.py
     # one host, or to check the setup: python -m tsdkd_jax.main --config=configs/tsdkd_qwen2_5_14b_to_1_5b.py:smoke --workdir=/tmp/x

@@ -5,8 +5,8 @@ SPEC.md §3 as for the Qwen2.5 pair (UltraInteract-SFT, λ = 1, AdamW lr 5e-6, c
 vocabulary. Qwen3's chat template enables "thinking" by default; the prompts are templated as the
 tokenizer's default does. Models (on every worker) from $TSDKD_MODELS (default ~/models; see configs/common.py):
 
-    huggingface-cli download Qwen/Qwen3-8B --local-dir ~/models/Qwen3-8B
-    huggingface-cli download Qwen/Qwen3-1.7B --local-dir ~/models/Qwen3-1.7B
+    hf download Qwen/Qwen3-8B --local-dir ~/models/Qwen3-8B
+    hf download Qwen/Qwen3-1.7B --local-dir ~/models/Qwen3-1.7B
     launch/tpu_vm.sh run --zone ZONE --accelerator v5p-32 --workdir gs://BUCKET/tsdkd_qwen3_8b_1.7b \
         -- --config=configs/tsdkd_qwen3_8b_to_1_7b.py
     # one host, or to check the setup: python -m tsdkd_jax.main --config=configs/tsdkd_qwen3_8b_to_1_7b.py:smoke --workdir=/tmp/x

@@ -5,7 +5,7 @@
 #
 # Commands
 #   create             queued resource + TPU VM (waits until ACTIVE); --spot or --best-effort
-#   setup              Python 3.11 venv, jax[tpu] and this repo on all workers
+#   setup              Python 3.11 venv, jax[tpu] and this repo on all workers; --models downloads them too
 #   run                the same trainer command on --worker=all; each worker tees ~/tsdkd_logs/run.log
 #   resume-until-done  loop: (re)create + setup when missing or preempted, run, until <workdir>/DONE exists
 #   ssh                interactive shell (or `-- cmd`) on --worker (default 0)
@@ -23,6 +23,8 @@
 #   --repo URL [REPO_URL]               git URL to clone on workers (default: this checkout's origin)
 #   --ref REF [REPO_REF]                branch/tag/commit (default: this checkout's HEAD commit)
 #   --workdir DIR [WORKDIR]             run folder; gs://... required for resume-until-done
+#   --models "ORG/A ORG/B" [MODELS]      setup: hub models to download to ~/models/A, ~/models/B on every
+#                                       worker ($TSDKD_MODELS of the configs); a re-created slice gets them again
 #   --worker N|all                      ssh/logs target
 #   --lines N                           logs: lines to show (default 100)
 #   --max-attempts N                    resume-until-done: runs before giving up (default 20)
@@ -44,6 +46,7 @@ TIER=""
 REPO_URL="${REPO_URL:-}"
 REPO_REF="${REPO_REF:-}"
 WORKDIR="${WORKDIR:-}"
+MODELS="${MODELS:-}"
 WORKER=""
 LINES=100
 MAX_ATTEMPTS=20
@@ -152,9 +155,15 @@ cmd_setup() {
   if [[ -z "$REPO_REF" ]]; then
     REPO_REF=$(git -C "$(dirname "$0")/.." rev-parse HEAD 2>/dev/null) || REPO_REF=main
   fi
-  local qurl qref
+  local qurl qref models="" m
   qurl=$(printf '%q' "$REPO_URL")
   qref=$(printf '%q' "$REPO_REF")
+  # Models go to ~/models/<name without org>, where configs/common.py looks ($TSDKD_MODELS); `hf download`
+  # resumes and skips files already there, so a re-run of setup is cheap.
+  for m in $MODELS; do
+    [[ "$m" == */* ]] || die "--models takes hub ids like Qwen/Qwen2.5-1.5B-Instruct, got $m"
+    models+=" $REMOTE_VENV/bin/hf download --quiet $(printf '%q' "$m") --local-dir ~/models/$(printf '%q' "${m##*/}");"
+  done
   # Runtime images ship Python 3.10; jax 0.10 needs >= 3.11, so uv provides it.
   ssh_all all "set -euo pipefail; \
 command -v uv >/dev/null || curl -LsSf https://astral.sh/uv/install.sh | sh; \
@@ -163,7 +172,7 @@ export PATH=\$HOME/.local/bin:\$PATH; \
 git -C $REMOTE_REPO fetch --quiet origin $qref; \
 git -C $REMOTE_REPO checkout --quiet --detach FETCH_HEAD; \
 uv venv --quiet --allow-existing --python 3.11 $REMOTE_VENV; \
-uv pip install --quiet --python $REMOTE_VENV/bin/python \"jax[tpu]==$JAX_VERSION\" -e $REMOTE_REPO; \
+uv pip install --quiet --python $REMOTE_VENV/bin/python \"jax[tpu]==$JAX_VERSION\" -e $REMOTE_REPO;$models \
 $REMOTE_VENV/bin/python -c \"import jax; print(jax.process_index(), jax.device_count(), jax.devices()[0])\""
 }
 
@@ -234,6 +243,7 @@ while [[ $# -gt 0 ]]; do
     --repo) REPO_URL="$2"; shift ;;
     --ref) REPO_REF="$2"; shift ;;
     --workdir) WORKDIR="$2"; shift ;;
+    --models) MODELS="$2"; shift ;;
     --worker) WORKER="$2"; shift ;;
     --lines) LINES="$2"; shift ;;
     --max-attempts) MAX_ATTEMPTS="$2"; shift ;;

@@ -18,7 +18,8 @@ TRAINER = ["--", "--config=configs/paper.py", "--config.optim.lr=1e-6"]
 def dry_run(script, *args, env=None):
     """argv of every command the script prints (comments on stderr are not commands)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "TPU_", "JAX_"))}
-    for name in ("ZONE", "PROJECT", "ACCELERATOR", "RUNTIME_VERSION", "REPO_URL", "REPO_REF", "WORKDIR"):
+    options = "ZONE PROJECT ACCELERATOR RUNTIME_VERSION REPO_URL REPO_REF WORKDIR MODELS"  # tpu_vm.sh's env
+    for name in options.split():
         clean.pop(name, None)
     proc = subprocess.run(
         ["bash", str(LAUNCH / script), "--dry-run", *args],
@@ -88,6 +89,21 @@ def test_tpu_setup_installs_on_all_workers():
     assert "https://github.com/x/tsdkd_jax.git" in words
     assert words[words.index("fetch") :][:4] == ["fetch", "--quiet", "origin", "v1;"]
     assert "jax[tpu]==0.10.2" in words and "~/tsdkd_jax;" in words
+    assert "download" not in words  # no --models: nothing to fetch
+
+
+def test_tpu_setup_downloads_models_where_the_configs_look():
+    models = ["--models", "Qwen/Qwen2.5-14B-Instruct Qwen/Qwen2.5-1.5B-Instruct"]
+    (ssh,) = dry_run("tpu_vm.sh", "setup", *ZONE, *REPO, *models)
+    words = shlex.split(remote(ssh))
+    starts = [i for i, w in enumerate(words) if w == "~/tsdkd-venv/bin/hf"]
+    assert [words[i : i + 6] for i in starts] == [
+        ["~/tsdkd-venv/bin/hf", "download", "--quiet", "Qwen/Qwen2.5-14B-Instruct", "--local-dir",
+         "~/models/Qwen2.5-14B-Instruct;"],
+        ["~/tsdkd-venv/bin/hf", "download", "--quiet", "Qwen/Qwen2.5-1.5B-Instruct", "--local-dir",
+         "~/models/Qwen2.5-1.5B-Instruct;"],
+    ]  # fmt: skip
+    assert starts[0] > words.index("install")  # after the venv has huggingface_hub
 
 
 def test_tpu_run_same_command_on_all_workers_with_logs():
@@ -123,6 +139,7 @@ def test_tpu_resume_until_done_one_pass():
     "args, message",
     [
         (["resume-until-done", *ZONE, "--workdir", "/tmp/x"], "needs a gs:// --workdir"),
+        (["setup", *ZONE, *REPO, "--models", "Qwen2.5-1.5B"], "--models takes hub ids"),
         (["run", *ZONE], "--workdir needed"),
         (["run", "--workdir", "gs://b/r"], "--zone (or $ZONE) is needed"),
         (["create", *ZONE, "--accelerator", "tpu9-8"], "no default --runtime-version"),
