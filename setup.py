@@ -38,5 +38,8 @@ setuptools.setup(
         ],
         # benchmark evaluation: the lm-evaluation-harness bridge (tsdkd_jax.eval.harness) and the MATH scorer
         "eval": ["lm-eval==0.4.13", "math-verify==0.9.0"],
+        # a gs:// workdir (pods): epath and fsspec reach GCS through gcsfs, which also brings the
+        # google-cloud-storage client tensorboardX uses for gs:// event files
+        "gcs": ["gcsfs==2026.10.1"],
     },
 )

@@ -172,7 +172,7 @@ export PATH=\$HOME/.local/bin:\$PATH; \
 git -C $REMOTE_REPO fetch --quiet origin $qref; \
 git -C $REMOTE_REPO checkout --quiet --detach FETCH_HEAD; \
 uv venv --quiet --allow-existing --python 3.11 $REMOTE_VENV; \
-uv pip install --quiet --python $REMOTE_VENV/bin/python \"jax[tpu]==$JAX_VERSION\" -e $REMOTE_REPO;$models \
+uv pip install --quiet --python $REMOTE_VENV/bin/python \"jax[tpu]==$JAX_VERSION\" -e $REMOTE_REPO'[gcs]';$models \
 $REMOTE_VENV/bin/python -c \"import jax; print(jax.process_index(), jax.device_count(), jax.devices()[0])\""
 }
 

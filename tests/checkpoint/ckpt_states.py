@@ -1,5 +1,7 @@
 """A small train state like the trainer's: NNX params, optax AdamW state, step, RNG key."""
 
+import pathlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -53,7 +55,8 @@ def assert_trees_equal(a, b):
 
 
 def snapshot(directory):
-    """{relative path: file bytes} of everything under `directory`."""
+    """{relative path: file bytes} of everything under the local folder `directory`."""
+    directory = pathlib.Path(directory)
     return {
         str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()
     }

@@ -88,7 +88,7 @@ def test_tpu_setup_installs_on_all_workers():
     words = shlex.split(remote(ssh))
     assert "https://github.com/x/tsdkd_jax.git" in words
     assert words[words.index("fetch") :][:4] == ["fetch", "--quiet", "origin", "v1;"]
-    assert "jax[tpu]==0.10.2" in words and "~/tsdkd_jax;" in words
+    assert "jax[tpu]==0.10.2" in words and "~/tsdkd_jax[gcs];" in words  # gcsfs: the gs:// workdir
     assert "download" not in words  # no --models: nothing to fetch
 
 

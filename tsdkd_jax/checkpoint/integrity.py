@@ -18,7 +18,8 @@ from __future__ import annotations
 import logging
 import re
 import time
-from pathlib import Path
+
+from etils.epath import Path  # local or gs:// (see workdir.py)
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Self
 
 import jax
@@ -29,6 +29,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 from tsdkd_jax.checkpoint import integrity
+from tsdkd_jax.checkpoint import workdir as workdir_lib
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class Checkpointer:
 
     def __init__(
         self,
-        workdir: str | Path,
+        workdir: str | os.PathLike,
         *,
         save_interval_steps: int = 1000,
         max_to_keep: int | None = 3,
@@ -86,7 +87,7 @@ class Checkpointer:
     ):
         if save_interval_steps < 1:
             raise ValueError(f"checkpoint save_interval_steps must be >= 1, got {save_interval_steps}")
-        self.directory = Path(workdir).absolute() / "checkpoints"
+        self.directory = workdir_lib.path(workdir) / "checkpoints"  # local or gs://
         if jax.process_index() == 0:
             self.directory.mkdir(parents=True, exist_ok=True)
             integrity.sweep(self.directory)
