@@ -220,21 +220,38 @@ def _teacher_ordered_student_topk(s_row: np.ndarray, t_row: np.ndarray, k: int) 
     return np.array([s_row[v] for v in ids], dtype=np.float64)
 
 
-def plackett_luce_nll(student_logits, teacher_logits, k: int) -> np.ndarray:
-    """Paper ListMLE (suffix sums): NLL = −Σ_j [s_j − log Σ_{l=j..k} exp(s_l)], s in the teacher's order."""
+def _rank_nll_per_token(student_logits, teacher_logits, k: int, row_nll) -> np.ndarray:
+    """``row_nll`` of the student's top-k logits in the teacher's order, at every leading position."""
     s = f64(student_logits)
     t = f64(teacher_logits)
-    lead = s.shape[:-1]
     s2 = s.reshape(-1, s.shape[-1])
     t2 = t.reshape(-1, t.shape[-1])
     out = np.zeros(s2.shape[0])
     for n in range(s2.shape[0]):
-        sv = _teacher_ordered_student_topk(s2[n], t2[n], k)
-        nll = 0.0
-        for j in range(sv.shape[0]):
-            nll -= sv[j] - _logsumexp(sv[j:])
-        out[n] = nll
-    return out.reshape(lead)
+        out[n] = row_nll(_teacher_ordered_student_topk(s2[n], t2[n], k))
+    return out.reshape(s.shape[:-1])
+
+
+def _suffix_nll(sv: np.ndarray) -> float:
+    """−Σ_j [s_j − log Σ_{l=j..k} exp(s_l)]."""
+    nll = 0.0
+    for j in range(sv.shape[0]):
+        nll -= sv[j] - _logsumexp(sv[j:])
+    return nll
+
+
+def _prefix_nll_centred(sv: np.ndarray) -> float:
+    """−Σ_j [s_j − log Σ_{l≤j} exp(s_l)] of the mean-centred s."""
+    sv = sv - sv.mean()  # released code: "mean normalization (optional)"; shift-invariant, no effect
+    nll = 0.0
+    for j in range(sv.shape[0]):
+        nll -= sv[j] - _logsumexp(sv[: j + 1])
+    return nll
+
+
+def plackett_luce_nll(student_logits, teacher_logits, k: int) -> np.ndarray:
+    """Paper ListMLE (suffix sums): NLL = −Σ_j [s_j − log Σ_{l=j..k} exp(s_l)], s in the teacher's order."""
+    return _rank_nll_per_token(student_logits, teacher_logits, k, _suffix_nll)
 
 
 def official_prefix_rank_nll(student_logits, teacher_logits, k: int) -> np.ndarray:
@@ -242,25 +259,19 @@ def official_prefix_rank_nll(student_logits, teacher_logits, k: int) -> np.ndarr
 
     Prefix sums (a logcumsumexp along the teacher's best-first order) = PL likelihood of the REVERSED ranking.
     """
-    s = f64(student_logits)
-    t = f64(teacher_logits)
-    lead = s.shape[:-1]
-    s2 = s.reshape(-1, s.shape[-1])
-    t2 = t.reshape(-1, t.shape[-1])
-    out = np.zeros(s2.shape[0])
-    for n in range(s2.shape[0]):
-        sv = _teacher_ordered_student_topk(s2[n], t2[n], k)
-        sv = sv - sv.mean()  # released code: "mean normalization (optional)"; shift-invariant, no effect
-        nll = 0.0
-        for j in range(sv.shape[0]):
-            nll -= sv[j] - _logsumexp(sv[: j + 1])
-        out[n] = nll
-    return out.reshape(lead)
+    return _rank_nll_per_token(student_logits, teacher_logits, k, _prefix_nll_centred)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Totals
 # ----------------------------------------------------------------------------------------------------------
+
+
+def _inputs_and_entropies(student_logits, teacher_logits, response_mask):
+    """The three inputs in float64, and the per-token entropies of student and teacher."""
+    s = f64(student_logits)
+    t = f64(teacher_logits)
+    return s, t, f64(response_mask), entropy(s), entropy(t)
 
 
 def _common_aux(s, t, m, hs, ht, gate):
@@ -293,12 +304,8 @@ def tsdkd_loss_paper(
     skew_alpha=0.1,
 ):
     """SPEC §1: L = L_direct + w_em·L_em + α·L_indirect. Returns (total, aux dict of floats)."""
-    s = f64(student_logits)
-    t = f64(teacher_logits)
-    m = f64(response_mask)
+    s, t, m, hs, ht = _inputs_and_entropies(student_logits, teacher_logits, response_mask)
     B, T = m.shape
-    hs = entropy(s)
-    ht = entropy(t)
     gate = entropy_gate(hs, ht, gate_tau) if use_gate else np.ones_like(hs)
 
     # Direct: token mean over the batch.
@@ -386,14 +393,10 @@ def tsdkd_loss_official(
         TRL endpoints are used.
       * a micro-batch with no masked token gives 0/0 = NaN in the released code (direct and EM terms).
     """
-    s = f64(student_logits)
-    t = f64(teacher_logits)
-    m = f64(response_mask)
+    s, t, m, hs, ht = _inputs_and_entropies(student_logits, teacher_logits, response_mask)
     B, T = m.shape
 
     # 1. Gate, JSD and direct term: computed at all positions, averaged over mask positions.
-    hs = entropy(s)
-    ht = entropy(t)
     gate = entropy_gate(hs, ht, gate_tau)
     jsd = generalized_jsd(s, t, beta)
     msum = m.sum()

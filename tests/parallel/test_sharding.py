@@ -1,17 +1,12 @@
 """8 fake devices, mesh (data=2, fsdp=2, tensor=2): params land in their logical shardings; same logits."""
 
-import os
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tiny_hf
 from flax import nnx
 from jax.sharding import PartitionSpec as P
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "models"))
-import tiny_hf
 
 from tsdkd_jax import models
 from tsdkd_jax.parallel import DEFAULT_RULES, logical_to_sharding, make_mesh, shard_model

@@ -5,8 +5,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import tiny_hf
-import torch
-import transformers
 
 from tsdkd_jax import models, sampling
 from tsdkd_jax.sampling.distributions import top_k_mask, top_p_mask
@@ -62,11 +60,7 @@ TV_BOUND = 0.5 * np.sqrt(V / DRAWS) + 0.03
 @pytest.fixture(scope="module")
 def sharp_model(tmp_path_factory):
     """A tiny HF Qwen2 with vocab 32 and a scaled-up head, so softmax(logits) is far from uniform."""
-    torch.manual_seed(0)
-    cfg = transformers.Qwen2Config(**dict(tiny_hf.COMMON, vocab_size=V, tie_word_embeddings=False))
-    hf = transformers.AutoModelForCausalLM.from_config(cfg, attn_implementation="eager").eval()
-    with torch.no_grad():
-        hf.lm_head.weight.mul_(10.0)
+    hf = tiny_hf.build("qwen2_untied", perturb_norms=False, head_scale=10.0, vocab_size=V)
     path = tmp_path_factory.mktemp("sharp")
     hf.save_pretrained(path)
     context = np.array([[3, 14, 15, 9, 2, 6]], np.int32)

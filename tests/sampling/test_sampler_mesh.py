@@ -2,21 +2,13 @@
 
 import jax
 import numpy as np
+import tiny_hf
 from flax import nnx
 
 from tsdkd_jax import parallel, sampling
 from tsdkd_jax.models import Decoder, ModelConfig
 
-CFG = ModelConfig(
-    vocab_size=96,
-    hidden_size=32,
-    intermediate_size=64,
-    num_layers=2,
-    num_heads=4,
-    num_kv_heads=2,
-    head_dim=8,
-    qkv_bias=True,
-)
+CFG = ModelConfig.from_hf(tiny_hf.config("qwen2_untied", **tiny_hf.SMALL, vocab_size=96).to_dict())
 
 
 def test_sharded_equals_unsharded():

@@ -2,14 +2,11 @@
 
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
-from safetensors.numpy import load_file, save_file
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "models"))
 import tiny_hf
+from safetensors.numpy import load_file, save_file
 
 from tsdkd_jax import models
 

@@ -2,16 +2,13 @@
 
 import json
 import os
-import sys
 
 import jax.numpy as jnp
 import numpy as np
+import tiny_hf
 import torch
 import transformers
 from flax import nnx
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "models"))
-import tiny_hf
 
 from tsdkd_jax import models
 

@@ -1,4 +1,8 @@
-"""Tiny random transformers (PyTorch) models for each supported family: the independent reference."""
+"""Tiny random transformers (PyTorch) models for each supported family: the independent reference.
+
+Shared by the models, weights, parallel, sampling and eval tests (importable as ``tiny_hf``: pyproject.toml puts
+tests/helpers on pytest's ``pythonpath``).
+"""
 
 from __future__ import annotations
 
@@ -49,7 +53,6 @@ FAMILIES = {
         transformers.Gemma3TextConfig,
         dict(
             COMMON,
-            num_hidden_layers=3,
             head_dim=16,
             query_pre_attn_scalar=16,
             sliding_window=4,
@@ -62,17 +65,33 @@ FAMILIES = {
 }
 
 
-def build(family: str, seed: int = 0):
-    """A random tiny HF causal LM in float32, eager attention (exact soft-capping), eval mode."""
+# Smaller than COMMON, for tests that generate many tokens or train a tokenizer-sized vocabulary.
+SMALL = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2}
+
+
+def config(family: str, **overrides) -> transformers.PreTrainedConfig:
+    """The family's tiny HF config; ``overrides`` replace its fields."""
     cls, kwargs = FAMILIES[family]
+    return cls(**{**kwargs, **overrides})
+
+
+def build(family: str, seed: int = 0, *, perturb_norms: bool = True, head_scale: float = 1.0, **overrides):
+    """A random tiny HF causal LM in float32, eager attention (exact soft-capping), eval mode.
+
+    ``perturb_norms``: random norm scales, so (1 + w) vs w mix-ups cannot hide. ``head_scale``: multiplies the
+    (untied) LM head, for sharper next-token distributions.
+    """
     torch.manual_seed(seed)
-    config = cls(**kwargs)
-    config._attn_implementation = "eager"
-    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager")
-    with torch.no_grad():  # random norm scales so (1 + w) vs w mix-ups cannot hide
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.add_(0.1 * torch.randn_like(p))
+    cfg = config(family, **overrides)
+    cfg._attn_implementation = "eager"
+    model = transformers.AutoModelForCausalLM.from_config(cfg, attn_implementation="eager")
+    with torch.no_grad():
+        if perturb_norms:
+            for name, p in model.named_parameters():
+                if "norm" in name:
+                    p.add_(0.1 * torch.randn_like(p))
+        if head_scale != 1.0:
+            model.lm_head.weight.mul_(head_scale)
     return model.eval()
 
 
