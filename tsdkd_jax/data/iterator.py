@@ -19,6 +19,7 @@ State. `get_state()` is {"seed", "epoch", "position" (next step within the epoch
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -71,6 +72,42 @@ def make_batch(
     return batch
 
 
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+    """How a global batch of example indices becomes this process's arrays (see the module docstring)."""
+
+    max_prompt_len: int
+    max_response_len: int
+    pad_id: int
+    prompt_bucket: str
+    bucket_multiple: int
+    process_index: int
+    process_count: int
+
+
+def _host_batch(
+    examples: PromptSet, lengths: np.ndarray, idx: np.ndarray, layout: _Layout
+) -> dict[str, np.ndarray]:
+    """This process's rows of the global batch `idx`; prompts padded to the bucket of the longest prompt in
+    the whole global batch, so every process pads to the same length."""
+    prompt_len = bucket_length(
+        int(lengths[idx].max()),
+        max_len=layout.max_prompt_len,
+        policy=layout.prompt_bucket,
+        multiple=layout.bucket_multiple,
+    )
+    rows = _process_rows(len(idx), layout)
+    return make_batch(
+        examples, idx[rows], prompt_len=prompt_len, response_len=layout.max_response_len, pad_id=layout.pad_id
+    )
+
+
+def _process_rows(global_size: int, layout: _Layout) -> slice:
+    """This process's rows of a global batch: the p-th of process_count equal, contiguous shares."""
+    b = global_size // layout.process_count
+    return slice(layout.process_index * b, (layout.process_index + 1) * b)
+
+
 class PromptIterator:
     """Endless iterator of this process's share of each global batch; see the module docstring."""
 
@@ -107,9 +144,15 @@ class PromptIterator:
             raise ValueError(f"data.prompt_bucket must be one of {PROMPT_BUCKETS}, got {prompt_bucket!r}")
         self.examples = examples
         self.batch_size, self.seed, self.shuffle = batch_size, seed, shuffle
-        self.max_prompt_len, self.max_response_len, self.pad_id = max_prompt_len, max_response_len, pad_id
-        self.prompt_bucket, self.bucket_multiple = prompt_bucket, bucket_multiple
-        self.process_index, self.process_count = process_index, process_count
+        self.layout = _Layout(
+            max_prompt_len,
+            max_response_len,
+            pad_id,
+            prompt_bucket,
+            bucket_multiple,
+            process_index,
+            process_count,
+        )
         self.steps_per_epoch = len(examples) // batch_size
         self._lengths = np.asarray([len(p) for p in examples.prompts], np.int64)
         self._epoch, self._position = 0, 0
@@ -147,7 +190,7 @@ class PromptIterator:
 
     @property
     def local_batch_size(self) -> int:
-        return self.batch_size // self.process_count
+        return self.batch_size // self.layout.process_count
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         """The example order of `epoch` (identical on every process)."""
@@ -165,21 +208,8 @@ class PromptIterator:
         return self
 
     def __next__(self) -> dict[str, np.ndarray]:
-        idx = self.global_indices(self._epoch, self._position)
-        prompt_len = bucket_length(
-            int(self._lengths[idx].max()),
-            max_len=self.max_prompt_len,
-            policy=self.prompt_bucket,
-            multiple=self.bucket_multiple,
-        )
-        b = self.local_batch_size
-        local = idx[self.process_index * b : (self.process_index + 1) * b]
-        batch = make_batch(
-            self.examples,
-            local,
-            prompt_len=prompt_len,
-            response_len=self.max_response_len,
-            pad_id=self.pad_id,
+        batch = _host_batch(
+            self.examples, self._lengths, self.global_indices(self._epoch, self._position), self.layout
         )
         self._position += 1
         if self._position == self.steps_per_epoch:
@@ -229,21 +259,14 @@ def eval_batches(
         raise ValueError(
             f"batch_size={batch_size} is not a positive multiple of the process count {process_count}"
         )
-    n, b = len(examples), batch_size // process_count
-    lengths = [len(p) for p in examples.prompts]
+    layout = _Layout(
+        max_prompt_len, max_response_len, pad_id, prompt_bucket, bucket_multiple, process_index, process_count
+    )
+    n = len(examples)
+    lengths = np.asarray([len(p) for p in examples.prompts], np.int64)
     for start in range(0, n, batch_size):
         idx = np.arange(start, start + batch_size)
         real = (idx < n).astype(np.int32)
-        idx = np.where(idx < n, idx, 0)
-        prompt_len = bucket_length(
-            max(lengths[i] for i in idx),
-            max_len=max_prompt_len,
-            policy=prompt_bucket,
-            multiple=bucket_multiple,
-        )
-        sl = slice(process_index * b, (process_index + 1) * b)
-        batch = make_batch(
-            examples, idx[sl], prompt_len=prompt_len, response_len=max_response_len, pad_id=pad_id
-        )
-        batch["example_mask"] = real[sl]
+        batch = _host_batch(examples, lengths, np.where(idx < n, idx, 0), layout)
+        batch["example_mask"] = real[_process_rows(batch_size, layout)]
         yield batch

@@ -14,8 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from tsdkd_jax import losses, sampling
-from tsdkd_jax.train import objectives as obj
+from tsdkd_jax import data, losses, sampling
 from tsdkd_jax.train import step as step_lib
 
 _FKL = losses.make_config(divergence="fkl", use_gate=False, use_indirect=False, use_em=False)
@@ -30,17 +29,23 @@ def kl_sums(params, teacher_params, batch, *, graphdef, teacher_graphdef, chunk_
     student, teacher = nnx.merge(graphdef, params), nnx.merge(teacher_graphdef, teacher_params)
     hs = step_lib._response_hidden(student, inputs, n)
     ht = step_lib._response_hidden(teacher, inputs, n)
-    stats = obj.kd_token_stats(
-        hs,
-        ht,
-        _FKL,
-        s_unembed=student.unembed,
-        t_unembed=teacher.unembed,
-        chunk_size=chunk_size,
-        vocab_policy=vocab_policy,
-    )
+    stats = step_lib.kd_stats(hs, ht, student=student, teacher=teacher, spec=spec)
     m = inputs["loss_mask"] * batch["example_mask"][:, None]
     return jnp.sum(jnp.where(m > 0, stats["direct"], 0.0)), jnp.sum(m)
+
+
+def heldout_batches(t) -> list[dict]:
+    """The run's held-out batches with the teacher's responses ([] when the run evaluates nothing)."""
+    c = t.config
+    if not (c.eval_every or c.eval_at_ends) or t.teacher_params is None or not len(t.heldout):
+        return []
+    it = data.eval_batches(
+        t.heldout, batch_size=c.data.batch_size, max_prompt_len=c.data.max_prompt_len,
+        max_response_len=c.data.max_response_len,
+        pad_id=t.pad_id, prompt_bucket=c.data.prompt_bucket, bucket_multiple=c.data.bucket_multiple,
+        process_index=jax.process_index(), process_count=jax.process_count(),
+    )  # fmt: skip
+    return teacher_samples(t, [b for _, b in zip(range(c.eval_batches), it)])
 
 
 def teacher_samples(t, batches):

@@ -9,11 +9,8 @@ end; a non-finite loss stops the run naming the step and the term, without a che
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 
 import jax
@@ -24,15 +21,14 @@ from tsdkd_jax import checkpoint, data, models, parallel, plan, sampling
 from tsdkd_jax.parallel import distributed
 from tsdkd_jax.train import config as config_lib
 from tsdkd_jax.train import evaluate, perf, rollout
+from tsdkd_jax.train import export as export_lib
 from tsdkd_jax.train import state as state_lib
 from tsdkd_jax.train import step as step_lib
-from tsdkd_jax.train.metrics import MetricsWriter, first_nonfinite
+from tsdkd_jax.train.metrics import MetricsWriter, NonFiniteLossError, host_values
 
 log = logging.getLogger(__name__)
 
-
-class NonFiniteLossError(RuntimeError):
-    """The run stopped because a step's loss was NaN/inf."""
+__all__ = ["NonFiniteLossError", "Trainer", "run"]
 
 
 class Trainer:
@@ -167,8 +163,8 @@ class Trainer:
 
     # ---- one step's batch ----------------------------------------------------------------------------
 
-    def make_batch(self, step: int, host_batch) -> tuple[dict, float]:
-        """Global arrays of the step's prompts and responses, and the sampling time."""
+    def make_batch(self, step: int, host_batch) -> tuple[dict, float, bool]:
+        """Global arrays of the step's prompts and responses, the sampling time, and whether it sampled."""
         c = self.config
         prompt_ids, prompt_mask = (self.to_global(host_batch[k]) for k in ("prompt_ids", "prompt_mask"))
         t0 = time.perf_counter()
@@ -202,19 +198,9 @@ class Trainer:
     def _finish(self, pending, writer, eval_value=None) -> dict:
         """Pull a dispatched step's metrics to the host, check them, write them."""
         step, metrics, extra, t_dispatch = pending
-        values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        bad = first_nonfinite(values)
-        if bad is not None:
-            raise NonFiniteLossError(
-                f"non-finite loss at step {step}: {bad} = {values[bad]} (loss = {values.get('loss')}); "
-                "stopping without a checkpoint"
-            )
-        dt = time.perf_counter() - t_dispatch
-        values.update(extra)
-        values["time/step"] = dt
-        values["tokens_per_s"] = values["tokens"] / max(dt, 1e-9)
-        if self.peak_flops:
-            values["mfu"] = values["flops"] / max(dt, 1e-9) / (self.peak_flops * self.mesh.devices.size)
+        values = host_values(
+            step, metrics, extra, t_dispatch, peak_flops=self.peak_flops, n_devices=self.mesh.devices.size
+        )
         if eval_value is not None:
             values["eval/kl_teacher_student"] = eval_value
         if step % self.config.log_every == 0 or step == self.config.total_steps or eval_value is not None:
@@ -231,7 +217,7 @@ class Trainer:
         writer = MetricsWriter(self.workdir, total_steps=c.total_steps, start_step=self.start_step)
         if hook is not None and self.start_step == 0 and (values := hook(0, self.state["params"])):
             writer.write(0, values)
-        eval_batches = self._eval_batches()
+        eval_batches = evaluate.heldout_batches(self)
         if eval_batches and self.start_step == 0 and c.eval_at_ends:
             writer.write(
                 0, {"eval/kl_teacher_student": evaluate.heldout_kl(self, self.state["params"], eval_batches)}
@@ -289,49 +275,12 @@ class Trainer:
             self.ckpt.close()
         return last
 
-    def _eval_batches(self):
-        c = self.config
-        if not (c.eval_every or c.eval_at_ends) or self.teacher_params is None or not len(self.heldout):
-            return []
-        it = data.eval_batches(
-            self.heldout, batch_size=c.data.batch_size, max_prompt_len=c.data.max_prompt_len,
-            max_response_len=c.data.max_response_len,
-            pad_id=self.pad_id, prompt_bucket=c.data.prompt_bucket, bucket_multiple=c.data.bucket_multiple,
-            process_index=jax.process_index(), process_count=jax.process_count(),
-        )  # fmt: skip
-        return evaluate.teacher_samples(self, [b for _, b in zip(range(c.eval_batches), it)])
-
     def export(self) -> str:
-        """The student as an HF folder at <workdir>/export (written aside, then renamed into place)."""
-        out = os.path.join(self.workdir, "export")
-        model = nnx.merge(self.graphdef, rollout.to_host(self.state["params"]))  # collective
-        model.dtype = np.dtype("float32")
-        marker = {"method": self.config.method, "steps": int(self.state["step"]), "workdir": self.workdir}
-        if jax.process_index() == 0:
-            if os.path.exists(out):
-                prev = _read_marker(out)
-                if prev is None or prev.get("workdir") != self.workdir:
-                    raise FileExistsError(
-                        f"{out} holds an export of another run ({prev}); not overwriting it"
-                    )
-            tmp = tempfile.mkdtemp(prefix=".export-", dir=self.workdir)
-            models.save_pretrained(model, tmp)
-            self.tokenizer.save_pretrained(tmp)
-            with open(os.path.join(tmp, "tsdkd_run.json"), "w") as f:
-                json.dump(marker, f)
-            if os.path.exists(out):
-                shutil.rmtree(out)
-            os.rename(tmp, out)
-            log.info("exported the student to %s", out)
-        return out
-
-
-def _read_marker(folder: str):
-    try:
-        with open(os.path.join(folder, "tsdkd_run.json")) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
+        """The student as an HF folder at <workdir>/export (see export.py)."""
+        return export_lib.export_student(
+            self.graphdef, self.state["params"], self.tokenizer, self.workdir,
+            method=self.config.method, steps=int(self.state["step"]),
+        )  # fmt: skip
 
 
 def run(config, workdir: str) -> dict:

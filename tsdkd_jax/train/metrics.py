@@ -1,4 +1,5 @@
-"""Metrics sinks on host 0: <workdir>/metrics.jsonl, TensorBoard, and a progress line with ETA."""
+"""A step's metrics on the host (checked finite, with time and throughput), and their sinks on host 0:
+<workdir>/metrics.jsonl, TensorBoard, and a progress line with ETA."""
 
 from __future__ import annotations
 
@@ -35,6 +36,29 @@ def first_nonfinite(metrics: dict[str, float]) -> str | None:
         if not math.isfinite(metrics[name]):
             return name
     return None
+
+
+class NonFiniteLossError(RuntimeError):
+    """The run stopped because a step's loss was NaN/inf."""
+
+
+def host_values(step: int, metrics, extra: dict, t_dispatch: float, *, peak_flops, n_devices: int) -> dict:
+    """A dispatched step's metrics pulled to the host (a non-finite one stops the run), with `extra`, the
+    step's wall time since `t_dispatch`, token throughput and MFU."""
+    values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    bad = first_nonfinite(values)
+    if bad is not None:
+        raise NonFiniteLossError(
+            f"non-finite loss at step {step}: {bad} = {values[bad]} (loss = {values.get('loss')}); "
+            "stopping without a checkpoint"
+        )
+    dt = time.perf_counter() - t_dispatch
+    values.update(extra)
+    values["time/step"] = dt
+    values["tokens_per_s"] = values["tokens"] / max(dt, 1e-9)
+    if peak_flops:
+        values["mfu"] = values["flops"] / max(dt, 1e-9) / (peak_flops * n_devices)
+    return values
 
 
 class MetricsWriter:

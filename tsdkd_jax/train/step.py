@@ -71,6 +71,14 @@ def _response_hidden(model, mb, n: int):
     return hidden[:, p - 1 : p - 1 + n]
 
 
+def kd_stats(hs, ht, *, student, teacher, spec: StepSpec) -> dict[str, jax.Array]:
+    """Per-token statistics of spec.loss_cfg from the two models' response hidden states [B, N, D]."""
+    return obj.kd_token_stats(
+        hs, ht, spec.loss_cfg, s_unembed=student.unembed, t_unembed=teacher.unembed,
+        chunk_size=spec.chunk_size, vocab_policy=spec.vocab_policy, logits_dtype=spec.logits_dtype,
+    )  # fmt: skip
+
+
 def _selection_prepass(params, graphdef, mbs, spec: StepSpec):
     """Student-only pass fixing each micro-batch's EM set and opener before any gradient (global counts)."""
     n = mbs["labels"].shape[-1]
@@ -95,16 +103,7 @@ def _micro_loss(params, mb, teacher_hidden, sel_masks, counts, step, *, graphdef
         stats = obj.ce_token_stats(hs, mb["labels"], s_unembed=student.unembed, chunk_size=spec.chunk_size)
         sums = obj.ce_sums(stats, mask)
     else:
-        stats = obj.kd_token_stats(
-            hs,
-            teacher_hidden,
-            cfg,
-            s_unembed=student.unembed,
-            t_unembed=teacher.unembed,
-            chunk_size=spec.chunk_size,
-            vocab_policy=spec.vocab_policy,
-            logits_dtype=spec.logits_dtype,
-        )
+        stats = kd_stats(hs, teacher_hidden, student=student, teacher=teacher, spec=spec)
         if sel_masks is None:
             sel_masks = obj.selections(stats["h_s"], mask, cfg)
         sums = obj.kd_sums(stats, mask, cfg, sel_masks)
