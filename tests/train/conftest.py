@@ -1,12 +1,11 @@
 """Tiny-run fixtures: the configs/tiny.py assets built once per session, and config/run helpers."""
 
 import importlib.util
-import json
 import os
 
 import pytest
+from run_files import REPO
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TINY = os.path.join(REPO, "configs", "tiny.py")
 
 
@@ -35,8 +34,3 @@ def tiny_config(tiny_dir):
         return c
 
     return make
-
-
-def read_metrics(workdir):
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f if line.strip()]

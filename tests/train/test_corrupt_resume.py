@@ -4,7 +4,7 @@ the uninterrupted run ended (tests/checkpoint covers every kind of corruption at
 import logging
 
 import numpy as np
-from conftest import read_metrics
+from run_files import read_metrics
 
 from tsdkd_jax import train
 

@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import REPO, read_metrics
+from run_files import REPO, read_metrics
 
 from tsdkd_jax import train
 

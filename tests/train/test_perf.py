@@ -5,8 +5,8 @@ import types
 
 import jax
 import numpy as np
-from conftest import read_metrics
 from flax import nnx
+from run_files import read_metrics
 
 from tsdkd_jax import models, train
 from tsdkd_jax.train import perf

@@ -7,7 +7,7 @@ import sys
 import time
 
 import numpy as np
-from conftest import REPO, read_metrics
+from run_files import REPO, read_metrics
 
 KEYS = ("loss", "loss/direct", "loss/em", "loss/indirect", "grad_norm", "lr", "gate/mean", "agree/top1")
 

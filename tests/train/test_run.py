@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from conftest import read_metrics
+from run_files import read_metrics
 
 from tsdkd_jax import train
 
