@@ -168,3 +168,31 @@ def test_warns_before_loading_when_it_will_not_fit(monkeypatch, caplog):
         p = plan.warn_if_too_big(_tiny(), jax.devices())
     assert p is not None and not p.fits
     assert "expect an out-of-memory error" in caplog.text and "memory plan:" in caplog.text
+
+
+def test_sampling_weight_lines_follow_gather_weights():
+    c = _tiny()
+    c.student.path, c.teacher.path = "~/models/Qwen2.5-1.5B-Instruct", "~/models/Qwen2.5-14B-Instruct"
+    c.student.compute_dtype, c.teacher.dtype, c.eval_at_ends = "bfloat16", "bfloat16", True
+    teacher, _ = presets.model_config(c.teacher.path)
+    v, d, n_t, n_s = teacher.vocab_size, teacher.hidden_size, PUBLISHED["Qwen2.5-14B-Instruct"], 1_543_714_304
+
+    def lines(gather):
+        c.sampling.gather_weights = gather
+        p = plan.plan_config(c, mesh=(1, 8, 1), device="h100")
+        return {(line.phase, line.name): line.bytes for line in p.lines}, p
+
+    on, p_on = lines(True)
+    # The teacher whole in bf16 on every device; the student's fp32 shards cast to bf16, then gathered whole.
+    assert on[("sampling (teacher, held-out eval)", "weight all-gather")] == pytest.approx(2 * n_t, rel=1e-6)
+    assert on[("sampling (student, on-policy)", "weight all-gather")] == pytest.approx(
+        2 * n_s * (1 + 1 / 8), rel=1e-3
+    )
+    off, p_off = lines(False)
+    assert not any(name == "weight all-gather" for _, name in off)
+    # One block or the vocab table (untied 14B: the larger), whichever is larger, in bf16.
+    block = (n_t - 2 * v * d - d) / teacher.num_layers
+    assert off[("sampling (teacher, held-out eval)", "weights gathered per block")] == pytest.approx(
+        2 * max(block, v * d), rel=1e-6
+    )
+    assert p_off.total("sampling (teacher, held-out eval)") < p_on.total("sampling (teacher, held-out eval)")

@@ -5,8 +5,9 @@ Parameters are sharded exactly as the trainer shards them: each tensor's logical
 Activations use the same rules for the batch (data × fsdp), heads / kv heads / MLP / vocab (tensor).
 
 Phases. The resident state (student params, AdamW moments, teacher) lives all run. Each sampler call (the
-student's on-policy rollouts; the teacher's for seqkd and the held-out eval: KV cache, the fsdp all-gather
-of the sampling weights, the prefill) and the train step (gradients, saved activations, one block's working
+student's on-policy rollouts; the teacher's for seqkd and the held-out eval: KV cache, the compute-dtype
+copy of the weights with fsdp shards gathered, or with sampling.gather_weights=False one block's gathered
+weights at a time, the prefill) and the train step (gradients, saved activations, one block's working
 set, the loss chunk) are separate programs run one after the other, so peak = resident + the largest phase.
 Within a phase, lasting lines add up and of the transient ones (working sets that exist one at a time: a
 block, a loss chunk, the prefill) only the largest counts. tests/plan compares this with XLA's compiled
@@ -112,6 +113,25 @@ def layer_gather_bytes(cfg, mesh, rules, itemsize: int) -> int:
     return 0 if full == kept else full * itemsize
 
 
+def decode_copy_bytes(cfg, mesh, rules, param_item: int, compute_item: int, vocab_size=None) -> int:
+    """The sampler's copy of the weights (gather_weights=True) on one device: every floating weight in the
+    narrower of its dtype and the compute dtype (norm scales keep theirs), fsdp shards gathered (`rules` are
+    the sampling rules, "embed" replicated)."""
+    narrow = min(param_item, compute_item)
+    tensors = param_tensors(cfg, vocab_size)
+    return sum(_shard_elems(n, s, mesh, rules) * (param_item if "norm" in n else narrow) for s, n in tensors)
+
+
+def streamed_gather_bytes(cfg, mesh, rules, itemsize: int, vocab_size=None) -> int:
+    """gather_weights=False: the most one device gathers at a time, one block's weights or the vocab table
+    (the unembedding), fsdp shards only (`rules`: the model's own)."""
+    v, d = vocab_size or cfg.vocab_size, cfg.hidden_size
+    kept = _shard_elems(("vocab", "embed"), (v, d), mesh, rules)
+    full = _shard_elems(("vocab", "embed"), (v, d), mesh, {**rules, "embed": None})
+    table = 0 if full == kept else full * itemsize
+    return max(layer_gather_bytes(cfg, mesh, rules, itemsize), table)
+
+
 def _split(name: str, size: int, mesh, rules) -> int:
     """Per-device extent of a dimension of logical `name` (unsplit when not divisible, as the rules do)."""
     return _shard_elems((name,), (size,), mesh, rules)
@@ -181,12 +201,21 @@ def plan(config, student, teacher, *, mesh_sizes, device: str, capacity: int) ->
         phase = f"sampling ({who})"
         cache = _kv_cache(cfg, b, t_len - 1, item, mesh, s_rules)
         kept = param_bytes(cfg, mesh, m_rules, p_item, vocab)
-        gathered = param_bytes(cfg, mesh, {**m_rules, "embed": None}, p_item, vocab)
         prefill = block_bytes(cfg, rows_s, p_len, t_len - 1, item, mesh, s_rules, residuals=False)
         prefill += rows_s * _split("vocab", vocab or cfg.vocab_size, mesh, s_rules) * F32
         lines.append(Line("KV cache", phase, cache, f"{b} prompts × {t_len - 1} slots (the global batch)"))
-        if gathered != kept:
-            lines.append(Line("weight all-gather", phase, gathered, "fsdp shards gathered once per call"))
+        if c.sampling.gather_weights:
+            # sampling.generate casts on the shards (a copy only when that narrows them), then gathers.
+            shards = decode_copy_bytes(cfg, mesh, m_rules, p_item, item, vocab)
+            gathered = decode_copy_bytes(cfg, mesh, {**m_rules, "embed": None}, p_item, item, vocab)
+            copy = (shards if shards != kept else 0) + (gathered if gathered != shards else 0)
+            if copy:
+                note = "compute-dtype copy, fsdp shards gathered once per call"
+                lines.append(Line("weight all-gather", phase, copy, note))
+        else:
+            streamed = streamed_gather_bytes(cfg, mesh, m_rules, min(item, p_item), vocab)
+            note = "sampling.gather_weights=False: one block (or the vocab table) gathered at a time"
+            lines.append(Line("weights gathered per block", phase, streamed, note))
         lines.append(Line("prefill", phase, prefill, f"{p_len}-token prompts, one block", True))
 
     # The train step, per micro-batch of b / k rows.

@@ -34,17 +34,21 @@ class SamplingParams:
 
 
 def make_params(batch_size: int, temperature=1.0, top_k=0, top_p=1.0) -> SamplingParams:
-    """Broadcast scalars or [B] values to [B] arrays, checking ranges outside jit with errors naming the field."""
-    t = np.broadcast_to(np.asarray(temperature, np.float32), (batch_size,))
-    k = np.broadcast_to(np.asarray(top_k, np.int32), (batch_size,))
-    p = np.broadcast_to(np.asarray(top_p, np.float32), (batch_size,))
+    """Broadcast scalars or [B] values to [B] arrays, checking ranges outside jit with errors naming the field.
+
+    The arrays are host NumPy: a jitted caller places them itself (replicated on its mesh), where a
+    `device_put` onto a sharding spanning several processes would check them for equality across hosts.
+    """
+    t = np.full((batch_size,), temperature, np.float32)
+    k = np.full((batch_size,), top_k, np.int32)
+    p = np.full((batch_size,), top_p, np.float32)
     if not np.all(np.isfinite(t)) or np.any(t < 0):
         raise ValueError(f"temperature must be finite and >= 0 (0 = greedy), got {temperature}")
     if np.any(k < 0):
         raise ValueError(f"top_k must be >= 0 (0 = off), got {top_k}")
     if not np.all((p > 0) & (p <= 1)):
         raise ValueError(f"top_p must be in (0, 1] (1 = off), got {top_p}")
-    return SamplingParams(temperature=jnp.asarray(t), top_k=jnp.asarray(k), top_p=jnp.asarray(p))
+    return SamplingParams(temperature=t, top_k=k, top_p=p)
 
 
 def top_k_mask(logits_BV, top_k_B, k_max: int):

@@ -3,21 +3,33 @@
 The whole call is one jitted pure function of (graphdef, state, arrays); the static parts are the shapes
 (batch, prompt bucket, max_new_tokens), the top-k cap and the mesh. Temperature, top-k, top-p, the EOS ids
 (padded with -1 to a multiple of 8), pad id and the key are arrays, so a training run compiles one program
-per prompt bucket (see `batching`); `trace_count()` counts the traces so tests can assert that.
+per prompt bucket (see `batching`); `trace_count()` counts the traces so tests can assert that. The knobs go
+in as host NumPy arrays (jit places them, replicated): no `device_put` onto a sharding that spans hosts, which
+would check their equality across processes on every call.
 
 Loop state is an explicit pytree (`_Loop`). Step 0 samples from the prefill's last logits; each loop
 iteration feeds the previous token through `decode_step` and samples the next, so N tokens cost N - 1 decode
 steps and the cache holds prompt_len + N - 1 slots. The loop exits as soon as every row has emitted an EOS.
 
-With `mesh`, the batch is split over the batch axes of the rules and the parameters are constrained once, at
-the top, to the *sampling* rules (default: the training rules with "embed" replicated), so the fsdp shards
-are all-gathered once per call, never per decode step; tensor-parallel axes stay sharded. Token choice runs
-under `shard_map` on each batch shard's rows with the whole vocabulary (XLA would otherwise gather the full
-[B,V] logits onto every device for top_k), and row b's noise depends on (key, step, b) only, so the same key
-gives the same samples sharded or not.
+Weights. By default (`gather_weights=True`) the decode loop reads one copy of the weights made at the top of
+the call: floating weights cast down to the model's compute dtype (the forward casts them at use anyway, so
+outputs are unchanged) and, with `mesh`, constrained to the *sampling* rules (default: the training rules with
+"embed" replicated), so the fsdp shards are all-gathered once per call in the compute dtype, never per decode
+step; tensor-parallel axes stay sharded. With `gather_weights=False` the loop reads the weights where they
+are, and XLA gathers each block's fsdp shards as the layer scan reaches it, every decode step: slower, but a
+device never holds more than its shards plus one block (for a teacher too big to hold whole).
+
+With `mesh`, the batch is split over the batch axes of the rules. Token choice runs under `shard_map` on each
+batch shard's rows with the whole vocabulary (XLA would otherwise gather the full [B,V] logits onto every
+device for top_k), and row b's noise depends on (key, step, b) only, so the same key gives the same samples
+sharded or not.
 """
 
 from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, Concatenate, ParamSpec
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +49,7 @@ from tsdkd_jax.sampling.distributions import choose, make_params
 SAMPLING_RULES = {**DEFAULT_RULES, "embed": None}
 DEFAULT_TOP_K_CAP = 64
 _TRACES = 0
+_P = ParamSpec("_P")
 
 
 def trace_count() -> int:
@@ -78,6 +91,36 @@ def _cache_shardings(cache: KVCache, mesh, rules) -> KVCache:
     )
 
 
+def _decode_dtype(path, x, compute_dtype):
+    """The dtype of weight `x` in the decode copy: the compute dtype where that is narrower, norms excepted.
+
+    Exact: the forward casts every matrix, embedding table and bias to the compute dtype at use, while norm
+    scales are read in float32 (layers.rms_norm), so they keep their dtype (and are tiny). A wider compute
+    dtype (bf16 weights, fp32 compute) leaves the weights as they are: the narrow copy is the smaller one.
+    """
+    is_norm = any("norm" in str(getattr(k, "key", "")) for k in path)
+    narrower = jnp.issubdtype(x.dtype, jnp.floating) and jnp.dtype(compute_dtype).itemsize < x.dtype.itemsize
+    return jnp.dtype(compute_dtype) if narrower and not is_norm else x.dtype
+
+
+def _in_compute_dtype(state, compute_dtype):
+    return jax.tree_util.tree_map_with_path(lambda p, x: x.astype(_decode_dtype(p, x, compute_dtype)), state)
+
+
+# Its own program, so the cast runs on the shards where they lie: inside `_generate`, XLA's sharding
+# propagation puts the convert after the all-gather, which then moves and holds the wide weights.
+_in_compute_dtype_jit = jax.jit(_in_compute_dtype, static_argnums=1)
+
+
+def _decode_weights(graphdef, state):
+    """The weights the decode loop reads when gathering: `state` in the model's compute dtype."""
+    dtype = nnx.merge(graphdef, state).dtype
+    leaves = jax.tree_util.tree_leaves_with_path(state)
+    if all(_decode_dtype(p, x, dtype) == x.dtype for p, x in leaves):
+        return state  # nothing to narrow (a bf16 teacher, an fp32 student): no extra program
+    return _in_compute_dtype_jit(state, dtype)
+
+
 def _generate(
     graphdef,
     state,
@@ -92,13 +135,14 @@ def _generate(
     k_max,
     mesh,
     rules,
+    gather_weights,
 ):
     global _TRACES
     _TRACES += 1  # Python side effect: runs once per trace, never per call
     rules = dict(rules) if rules is not None else None
     B, T = prompt_ids.shape
     N = max_new_tokens
-    if mesh is not None:
+    if gather_weights and mesh is not None:
         state = jax.lax.with_sharding_constraint(state, state_shardings(state, mesh, rules))
     model = nnx.merge(graphdef, state)
     cache = model.init_cache(B, T + N - 1)
@@ -165,49 +209,9 @@ def _generate(
     return SampleOutput(tokens=s.tokens_BN, mask=s.mask_BN, logprobs=s.logprobs_BN, num_steps=s.step)
 
 
-_generate_jit = jax.jit(_generate, static_argnames=("graphdef", "max_new_tokens", "k_max", "mesh", "rules"))
-
-
-def generate(
-    model: nnx.Module,
-    prompt_ids,
-    prompt_mask,
-    *,
-    max_new_tokens: int,
-    temperature=1.0,
-    top_k=0,
-    top_p=1.0,
-    eos_token_ids=(),
-    pad_token_id: int = 0,
-    rng=None,
-    top_k_cap: int = DEFAULT_TOP_K_CAP,
-    mesh=None,
-    rules=None,
-) -> SampleOutput:
-    """Sample `max_new_tokens` per row after left-padded prompts [B,T]; temperature=0.0 means greedy.
-
-    temperature/top_k/top_p are scalars or per-row [B] values. top_k ≤ top_k_cap compiles once; a larger
-    top_k raises the cap to the next power of two (one more program). `rng` is required unless greedy.
-    `mesh` shards the batch over the batch axes of `rules` (default SAMPLING_RULES) and gathers
-    fsdp-sharded weights once per call.
-    """
-    graphdef, state = nnx.split(model)
-    return generate_from_state(
-        graphdef,
-        state,
-        prompt_ids,
-        prompt_mask,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        eos_token_ids=eos_token_ids,
-        pad_token_id=pad_token_id,
-        rng=rng,
-        top_k_cap=top_k_cap,
-        mesh=mesh,
-        rules=rules,
-    )
+_generate_jit = jax.jit(
+    _generate, static_argnames=("graphdef", "max_new_tokens", "k_max", "mesh", "rules", "gather_weights")
+)
 
 
 def generate_from_state(
@@ -226,8 +230,17 @@ def generate_from_state(
     top_k_cap: int = DEFAULT_TOP_K_CAP,
     mesh=None,
     rules=None,
+    gather_weights: bool = True,
 ) -> SampleOutput:
-    """`generate` for a split model (a train loop holding (graphdef, state) calls this directly)."""
+    """Sample `max_new_tokens` per row after left-padded prompts [B,T] from a split model; temperature=0.0
+    means greedy (`generate` takes the model itself).
+
+    temperature/top_k/top_p are scalars or per-row [B] values. top_k ≤ top_k_cap compiles once; a larger
+    top_k raises the cap to the next power of two (one more program). `rng` is required unless greedy.
+    `mesh` shards the batch over the batch axes of `rules` (default SAMPLING_RULES). gather_weights=True
+    decodes from one compute-dtype copy of the weights, fsdp shards all-gathered once per call; False leaves
+    them sharded and gathers one block at a time, every step (less memory, slower).
+    """
     if int(max_new_tokens) < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if prompt_ids.ndim != 2 or prompt_ids.shape != prompt_mask.shape:
@@ -235,26 +248,25 @@ def generate_from_state(
             f"prompt_ids {prompt_ids.shape} and prompt_mask {prompt_mask.shape} must be [B,T] alike"
         )
     _check_left_padded(prompt_mask)
-    B = prompt_ids.shape[0]
-    params = make_params(B, temperature, top_k, top_p)
+    params = make_params(prompt_ids.shape[0], temperature, top_k, top_p)
     vocab = jax.tree.leaves(state["embed"])[0].shape[0]
-    k_max = _k_cap(int(np.max(np.asarray(params.top_k))), int(top_k_cap), vocab)
+    k_max = _k_cap(int(np.max(params.top_k)), int(top_k_cap), vocab)
     if rng is None:
-        if np.any(np.asarray(params.temperature) > 0):
+        if np.any(params.temperature > 0):
             raise ValueError("rng is required unless temperature=0.0 (greedy)")
         rng = jax.random.key(0)
     eos = np.asarray(tuple(eos_token_ids), np.int32).reshape(-1)
     # Padded with -1 (never a token) to a multiple of 8, so the number of EOS ids rarely changes the shape.
-    eos = jnp.asarray(np.pad(eos, (0, max(8, -(-len(eos) // 8) * 8) - len(eos)), constant_values=-1))
-    pad = jnp.asarray(int(pad_token_id), jnp.int32)
+    eos = np.pad(eos, (0, max(8, -(-len(eos) // 8) * 8) - len(eos)), constant_values=-1)
     rules_key = None
     if mesh is not None:
         rules = SAMPLING_RULES if rules is None else rules
         rules_key = tuple(sorted(rules.items()))
         batch = logical_to_sharding(("batch", None), mesh, rules, prompt_ids.shape)
         prompt_ids, prompt_mask = (_to_global(x, batch) for x in (prompt_ids, prompt_mask))
-        per_row = logical_to_sharding(("batch",), mesh, rules, (B,))
-        params = jax.tree.map(lambda x: jax.device_put(x, per_row), params)
+    if gather_weights:
+        state = _decode_weights(graphdef, state)
+    # params, eos and pad stay NumPy: jit places them replicated, each process from its own (equal) copy.
     return _generate_jit(
         graphdef,
         state,
@@ -262,13 +274,36 @@ def generate_from_state(
         jnp.asarray(prompt_mask, jnp.int32),
         params,
         eos,
-        pad,
+        np.int32(pad_token_id),
         rng,
         max_new_tokens=int(max_new_tokens),
         k_max=k_max,
         mesh=mesh,
         rules=rules_key,
+        gather_weights=bool(gather_weights),
     )
+
+
+def _takes_model(
+    sample: Callable[Concatenate[Any, Any, _P], SampleOutput],
+) -> Callable[Concatenate[nnx.Module, _P], SampleOutput]:
+    """`sample(graphdef, state, ...)` as `f(model, ...)`: the keywords are listed, typed and checked once."""
+
+    def on_model(model: nnx.Module, *args: _P.args, **kwargs: _P.kwargs) -> SampleOutput:
+        graphdef, state = nnx.split(model)
+        return sample(graphdef, state, *args, **kwargs)
+
+    # help() and inspect show the real keywords: (model, prompt_ids, prompt_mask, *, max_new_tokens, ...).
+    signature = inspect.signature(sample)
+    model = inspect.Parameter("model", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation="nnx.Module")
+    on_model.__signature__ = signature.replace(parameters=[model, *list(signature.parameters.values())[2:]])
+    return on_model
+
+
+generate = _takes_model(generate_from_state)
+generate.__name__ = generate.__qualname__ = "generate"
+generate.__doc__ = """`generate_from_state` on `nnx.split(model)`: generate(model, prompt_ids, prompt_mask, *,
+max_new_tokens, temperature=1.0, top_k=0, top_p=1.0, eos_token_ids=(), pad_token_id=0, rng=None, ...)."""
 
 
 def _k_cap(max_top_k: int, cap: int, vocab: int) -> int:

@@ -81,6 +81,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.sampling.temperature = 1.0  # 0 = greedy
     c.sampling.top_k = 0  # 0 = off
     c.sampling.top_p = 1.0  # 1 = off
+    # False: sampler calls (on-policy, seqkd, held-out teacher) decode from the weights' own shards, XLA
+    # gathering one block at a time every step: slower, for a model too big to hold whole on a device
+    c.sampling.gather_weights = True
 
     c.optim = ml_collections.ConfigDict()
     c.optim.lr = 5e-6  # peak learning rate

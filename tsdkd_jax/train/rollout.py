@@ -65,5 +65,6 @@ def sample(graphdef, params, prompt_ids, prompt_mask, key, *, config, eos_ids, p
         rng=key,
         mesh=mesh,
         rules=rules,
+        gather_weights=s.gather_weights,
     )
     return out.tokens, out.mask
