@@ -18,6 +18,7 @@ import numpy as np
 from flax import nnx
 
 from tsdkd_jax import checkpoint, data, models, parallel, plan, sampling
+from tsdkd_jax.checkpoint import workdir as workdir_lib
 from tsdkd_jax.parallel import distributed
 from tsdkd_jax.train import config as config_lib
 from tsdkd_jax.train import evaluate, perf, rollout
@@ -35,7 +36,8 @@ class Trainer:
     """Holds the run's models, state and compiled step; `run()` trains to `config.total_steps`."""
 
     def __init__(self, config, workdir: str):
-        self.config, self.workdir = config, os.path.abspath(workdir)
+        workdir_lib.check(workdir)  # a gs:// workdir without gcsfs fails here, not at the first save
+        self.config, self.workdir = config, os.fspath(workdir_lib.path(workdir))
         c = config
         devices = jax.devices()[: c.mesh.devices or None]
         config_lib.validate(c, device_count=len(devices), process_count=jax.process_count())

@@ -1,9 +1,16 @@
 """A step's metrics on the host (checked finite, with time and throughput), and their sinks on host 0:
-<workdir>/metrics.jsonl, TensorBoard, and a progress line with ETA."""
+<workdir>/metrics.jsonl, TensorBoard, and a progress line with ETA.
+
+A local metrics.jsonl is appended to and flushed every row. A gs:// one cannot be appended to (GCS objects
+are written whole), so its rows are kept in memory and the object is rewritten at most every
+`REMOTE_FLUSH_S` seconds and on close; a crash loses at most those seconds of rows, which the resumed run
+logs again (it truncates the file to its checkpoint step first).
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import sys
@@ -12,21 +19,27 @@ from typing import Any
 
 import jax
 
+from tsdkd_jax.checkpoint import workdir as wd
+
+log = logging.getLogger(__name__)
+
 NONFINITE_ORDER = ("loss/direct", "loss/em", "loss/indirect", "loss/ce", "loss", "grad_norm")
 
 
-def truncate_jsonl(path: str, last_step: int) -> None:
-    """Drop rows logged after `last_step` (a run resumed from that checkpoint logs them again)."""
-    if not os.path.isfile(path):
-        return
-    with open(path) as f:
-        rows = [line for line in f if line.strip()]
+REMOTE_FLUSH_S = 30.0
+
+
+def truncate_jsonl(path, last_step: int) -> list[str]:
+    """Drop rows logged after `last_step` (a run resumed from that checkpoint logs them again); returns the
+    rows kept. `path`: a local path or an epath.Path (gs://)."""
+    path = wd.path(path)
+    if not path.exists():
+        return []
+    rows = [line + "\n" for line in path.read_text().splitlines() if line.strip()]
     kept = [line for line in rows if json.loads(line).get("step", 0) <= last_step]
     if len(kept) != len(rows):
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.writelines(kept)
-        os.replace(tmp, path)
+        wd.write_text(path, "".join(kept))
+    return kept
 
 
 def first_nonfinite(metrics: dict[str, float]) -> str | None:
@@ -72,23 +85,34 @@ class MetricsWriter:
         self._tb = None
         if not self.enabled:
             return
-        os.makedirs(workdir, exist_ok=True)
-        self.path = os.path.join(workdir, "metrics.jsonl")
-        truncate_jsonl(self.path, start_step)
-        self._file = open(self.path, "a")  # noqa: SIM115 (kept open for the run)
-        try:
+        root = wd.path(workdir)
+        root.mkdir(parents=True, exist_ok=True)
+        self.path = root / "metrics.jsonl"
+        kept = truncate_jsonl(self.path, start_step)
+        self.remote = wd.is_remote(self.path)
+        self._rows, self._flushed_at = kept, time.monotonic()  # remote only: the whole file
+        # Local: appended to and flushed every row (kept open for the run).
+        self._file = None if self.remote else open(os.fspath(self.path), "a")  # noqa: SIM115
+        try:  # TensorBoard is optional at run time; JSONL is the record
             from tensorboardX import SummaryWriter
 
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
-        except ImportError:  # TensorBoard is optional at run time; JSONL is the record
-            self._tb = None
+            if self.remote:  # tensorboardX writes gs:// through this client (gcsfs brings it)
+                import google.cloud.storage  # noqa: F401
+            self._tb = SummaryWriter(os.fspath(root / "tensorboard"))
+        except ImportError as e:
+            log.warning("no TensorBoard events: %s", e)
 
     def write(self, step: int, values: dict[str, Any]) -> None:
         if not self.enabled:
             return
         row = {"step": int(step), **{k: float(v) for k, v in values.items()}}
-        self._file.write(json.dumps(row) + "\n")
-        self._file.flush()
+        if self.remote:
+            self._rows.append(json.dumps(row) + "\n")
+            if time.monotonic() - self._flushed_at >= REMOTE_FLUSH_S:
+                self._flush_remote()
+        else:
+            self._file.write(json.dumps(row) + "\n")
+            self._file.flush()
         if self._tb is not None:
             for k, v in row.items():
                 if k != "step" and math.isfinite(v):
@@ -108,6 +132,13 @@ class MetricsWriter:
             return
         if self.interactive:
             sys.stderr.write("\n")
-        self._file.close()
+        if self.remote:
+            self._flush_remote()
+        else:
+            self._file.close()
         if self._tb is not None:
             self._tb.close()
+
+    def _flush_remote(self) -> None:
+        wd.write_text(self.path, "".join(self._rows))
+        self._flushed_at = time.monotonic()
