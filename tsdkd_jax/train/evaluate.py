@@ -27,8 +27,8 @@ def kl_sums(params, teacher_params, batch, *, graphdef, teacher_graphdef, chunk_
     inputs = step_lib.score_inputs(batch, spec)
     n = inputs["labels"].shape[-1]
     student, teacher = nnx.merge(graphdef, params), nnx.merge(teacher_graphdef, teacher_params)
-    hs = step_lib._response_hidden(student, inputs, n)
-    ht = step_lib._response_hidden(teacher, inputs, n)
+    hs = step_lib.response_hidden(student, inputs, n)
+    ht = step_lib.response_hidden(teacher, inputs, n)
     stats = step_lib.kd_stats(hs, ht, student=student, teacher=teacher, spec=spec)
     m = inputs["loss_mask"] * batch["example_mask"][:, None]
     return jnp.sum(jnp.where(m > 0, stats["direct"], 0.0)), jnp.sum(m)

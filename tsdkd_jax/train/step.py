@@ -65,7 +65,7 @@ def _split_micro(x, k: int, spec: StepSpec):
     return out
 
 
-def _response_hidden(model, mb, n: int):
+def response_hidden(model, mb, n: int):
     hidden = model.hidden_states(mb["tokens"], mb["attn"])
     p = mb["tokens"].shape[1] - n
     return hidden[:, p - 1 : p - 1 + n]
@@ -85,7 +85,7 @@ def _selection_prepass(params, graphdef, mbs, spec: StepSpec):
 
     def body(_, mb):
         student = nnx.merge(graphdef, params)
-        hs = _response_hidden(student, mb, n)
+        hs = response_hidden(student, mb, n)
         h = obj.student_entropy(hs, s_unembed=student.unembed, chunk_size=spec.chunk_size)
         return None, obj.selections(jax.lax.stop_gradient(h), mb["loss_mask"], spec.loss_cfg)
 
@@ -97,7 +97,7 @@ def _micro_loss(params, mb, teacher_hidden, sel_masks, counts, step, *, graphdef
     """(loss contribution, (terms, sums)) of one micro-batch; see objectives.py for the normalisation."""
     n = mb["labels"].shape[-1]
     student = nnx.merge(graphdef, params)
-    hs = _response_hidden(student, mb, n)
+    hs = response_hidden(student, mb, n)
     cfg, mask = spec.loss_cfg, mb["loss_mask"]
     if cfg is None:
         stats = obj.ce_token_stats(hs, mb["labels"], s_unembed=student.unembed, chunk_size=spec.chunk_size)
@@ -126,7 +126,7 @@ def teacher_hidden(teacher_params, batch, *, teacher_graphdef, spec: StepSpec):
     mbs = {name: _split_micro(x, spec.grad_accum, spec) for name, x in score_inputs(batch, spec).items()}
     teacher = nnx.merge(teacher_graphdef, teacher_params)
     n = mbs["labels"].shape[-1]
-    return jax.lax.map(lambda mb: jax.lax.stop_gradient(_response_hidden(teacher, mb, n)), mbs)
+    return jax.lax.map(lambda mb: jax.lax.stop_gradient(response_hidden(teacher, mb, n)), mbs)
 
 
 def student_grads(
@@ -158,7 +158,7 @@ def student_grads(
     def body(carry, xs):
         mb, sm, th = xs
         if teacher is not None and th is None:  # frozen: forward only, outside the differentiated function
-            th = jax.lax.stop_gradient(_response_hidden(teacher, mb, mb["labels"].shape[-1]))
+            th = jax.lax.stop_gradient(response_hidden(teacher, mb, mb["labels"].shape[-1]))
         (_, (terms, sums)), grads = grad_fn(params, mb, th, sm)
         acc_grads, acc_terms, acc_sums = carry
         return (
@@ -172,7 +172,7 @@ def student_grads(
     sm0 = None if sel_all is None else jax.tree.map(lambda x: x[0], sel_all)
     th0 = None
     if teacher is not None:
-        th0 = jax.eval_shape(lambda mb: _response_hidden(teacher, mb, mb["labels"].shape[-1]), mb0)
+        th0 = jax.eval_shape(lambda mb: response_hidden(teacher, mb, mb["labels"].shape[-1]), mb0)
     _, (terms_s, sums_s) = jax.eval_shape(
         lambda p, mb, th, sm: _micro_loss(
             p, mb, th, sm, counts, step, graphdef=graphdef, teacher=teacher, spec=spec
