@@ -66,6 +66,7 @@ def _split_micro(x, k: int, spec: StepSpec):
 
 
 def response_hidden(model, mb, n: int):
+    """Final hidden states [B, n, D] at the positions whose next token is one of the n response tokens."""
     hidden = model.hidden_states(mb["tokens"], mb["attn"])
     p = mb["tokens"].shape[1] - n
     return hidden[:, p - 1 : p - 1 + n]
