@@ -27,10 +27,6 @@ sharded or not.
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
-from typing import Any, Concatenate, ParamSpec
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -49,7 +45,6 @@ from tsdkd_jax.sampling.distributions import choose, make_params
 SAMPLING_RULES = {**DEFAULT_RULES, "embed": None}
 DEFAULT_TOP_K_CAP = 64
 _TRACES = 0
-_P = ParamSpec("_P")
 
 
 def trace_count() -> int:
@@ -284,26 +279,12 @@ def generate_from_state(
     )
 
 
-def _takes_model(
-    sample: Callable[Concatenate[Any, Any, _P], SampleOutput],
-) -> Callable[Concatenate[nnx.Module, _P], SampleOutput]:
-    """`sample(graphdef, state, ...)` as `f(model, ...)`: the keywords are listed, typed and checked once."""
-
-    def on_model(model: nnx.Module, *args: _P.args, **kwargs: _P.kwargs) -> SampleOutput:
-        graphdef, state = nnx.split(model)
-        return sample(graphdef, state, *args, **kwargs)
-
-    # help() and inspect show the real keywords: (model, prompt_ids, prompt_mask, *, max_new_tokens, ...).
-    signature = inspect.signature(sample)
-    model = inspect.Parameter("model", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation="nnx.Module")
-    on_model.__signature__ = signature.replace(parameters=[model, *list(signature.parameters.values())[2:]])
-    return on_model
-
-
-generate = _takes_model(generate_from_state)
-generate.__name__ = generate.__qualname__ = "generate"
-generate.__doc__ = """`generate_from_state` on `nnx.split(model)`: generate(model, prompt_ids, prompt_mask, *,
-max_new_tokens, temperature=1.0, top_k=0, top_p=1.0, eos_token_ids=(), pad_token_id=0, rng=None, ...)."""
+def generate(model: nnx.Module, prompt_ids, prompt_mask, **kwargs) -> SampleOutput:
+    """`generate_from_state` on `nnx.split(model)`, with its keywords: generate(model, prompt_ids, prompt_mask,
+    *, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0, eos_token_ids=(), pad_token_id=0, rng=None,
+    top_k_cap, mesh=None, rules=None, gather_weights=True)."""
+    graphdef, state = nnx.split(model)
+    return generate_from_state(graphdef, state, prompt_ids, prompt_mask, **kwargs)
 
 
 def _k_cap(max_top_k: int, cap: int, vocab: int) -> int:
