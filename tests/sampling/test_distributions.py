@@ -45,8 +45,10 @@ def test_invalid_knobs_raise():
         sampling.make_params(2, top_p=0.0)
     with pytest.raises(ValueError, match="temperature"):
         sampling.make_params(2, temperature=-1.0)
-    with pytest.raises(ValueError, match="top_k"):
-        sampling.make_params(2, top_k=-3)
+    for bad_k in (-3, -0.5, 2.7, [1, float("nan")]):  # fractions would truncate silently in int32
+        with pytest.raises(ValueError, match="top_k must be a whole number"):
+            sampling.make_params(2, top_k=bad_k)
+    assert sampling.make_params(2, top_k=[0, 4.0]).top_k.tolist() == [0, 4]
 
 
 # ---- frequencies of real draws at a fixed context -----------------------------------------------------

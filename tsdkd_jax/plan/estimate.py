@@ -204,15 +204,19 @@ def plan(config, student, teacher, *, mesh_sizes, device: str, capacity: int) ->
         prefill = block_bytes(cfg, rows_s, p_len, t_len - 1, item, mesh, s_rules, residuals=False)
         prefill += rows_s * _split("vocab", vocab or cfg.vocab_size, mesh, s_rules) * F32
         lines.append(Line("KV cache", phase, cache, f"{b} prompts × {t_len - 1} slots (the global batch)"))
+        # sampling.generate casts on the shards (a copy only when that narrows them); then it gathers them
+        # once per call, or (gather_weights=False) one block at a time.
+        shards = decode_copy_bytes(cfg, mesh, m_rules, p_item, item, vocab)
+        cast = shards if shards != kept else 0
         if c.sampling.gather_weights:
-            # sampling.generate casts on the shards (a copy only when that narrows them), then gathers.
-            shards = decode_copy_bytes(cfg, mesh, m_rules, p_item, item, vocab)
             gathered = decode_copy_bytes(cfg, mesh, {**m_rules, "embed": None}, p_item, item, vocab)
-            copy = (shards if shards != kept else 0) + (gathered if gathered != shards else 0)
+            copy = cast + (gathered if gathered != shards else 0)
             if copy:
                 note = "compute-dtype copy, fsdp shards gathered once per call"
                 lines.append(Line("weight all-gather", phase, copy, note))
         else:
+            if cast:
+                lines.append(Line("compute-dtype copy", phase, cast, "the shards, cast where they lie"))
             streamed = streamed_gather_bytes(cfg, mesh, m_rules, min(item, p_item), vocab)
             note = "sampling.gather_weights=False: one block (or the vocab table) gathered at a time"
             lines.append(Line("weights gathered per block", phase, streamed, note))

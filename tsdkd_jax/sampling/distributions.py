@@ -36,16 +36,18 @@ class SamplingParams:
 def make_params(batch_size: int, temperature=1.0, top_k=0, top_p=1.0) -> SamplingParams:
     """Broadcast scalars or [B] values to [B] arrays, checking ranges outside jit with errors naming the field.
 
-    The arrays are host NumPy: a jitted caller places them itself (replicated on its mesh), where a
-    `device_put` onto a sharding spanning several processes would check them for equality across hosts.
+    The arrays are host NumPy: a jitted caller places them itself, each process from its own copy (every
+    process passes the same values), where a `device_put` onto a sharding spanning several processes would
+    check them for equality across hosts on every call.
     """
     t = np.full((batch_size,), temperature, np.float32)
-    k = np.full((batch_size,), top_k, np.int32)
+    k_raw = np.full((batch_size,), top_k, np.float64)  # checked before the cast to int32 truncates it
     p = np.full((batch_size,), top_p, np.float32)
     if not np.all(np.isfinite(t)) or np.any(t < 0):
         raise ValueError(f"temperature must be finite and >= 0 (0 = greedy), got {temperature}")
-    if np.any(k < 0):
-        raise ValueError(f"top_k must be >= 0 (0 = off), got {top_k}")
+    if not np.all(np.isfinite(k_raw)) or np.any(k_raw < 0) or np.any(k_raw != np.floor(k_raw)):
+        raise ValueError(f"top_k must be a whole number >= 0 (0 = off), got {top_k}")
+    k = k_raw.astype(np.int32)
     if not np.all((p > 0) & (p <= 1)):
         raise ValueError(f"top_p must be in (0, 1] (1 = off), got {top_p}")
     return SamplingParams(temperature=t, top_k=k, top_p=p)

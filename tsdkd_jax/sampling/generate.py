@@ -11,13 +11,14 @@ Loop state is an explicit pytree (`_Loop`). Step 0 samples from the prefill's la
 iteration feeds the previous token through `decode_step` and samples the next, so N tokens cost N - 1 decode
 steps and the cache holds prompt_len + N - 1 slots. The loop exits as soon as every row has emitted an EOS.
 
-Weights. By default (`gather_weights=True`) the decode loop reads one copy of the weights made at the top of
-the call: floating weights cast down to the model's compute dtype (the forward casts them at use anyway, so
-outputs are unchanged) and, with `mesh`, constrained to the *sampling* rules (default: the training rules with
-"embed" replicated), so the fsdp shards are all-gathered once per call in the compute dtype, never per decode
-step; tensor-parallel axes stay sharded. With `gather_weights=False` the loop reads the weights where they
-are, and XLA gathers each block's fsdp shards as the layer scan reaches it, every decode step: slower, but a
-device never holds more than its shards plus one block (for a teacher too big to hold whole).
+Weights. The decode loop reads a copy of the weights made at the top of the call, floating weights cast down
+to the model's compute dtype on the shards where they lie (the forward casts them at use anyway, so outputs
+are unchanged; no copy when nothing narrows). By default (`gather_weights=True`) that copy is, with `mesh`,
+constrained to the *sampling* rules (default: the training rules with "embed" replicated), so the fsdp shards
+are all-gathered once per call in the compute dtype, never per decode step; tensor-parallel axes stay
+sharded. With `gather_weights=False` the copy stays sharded, and XLA gathers each block's fsdp shards (in the
+compute dtype) as the layer scan reaches it, every decode step: slower, but a device never holds more than
+its shards plus one block (for a teacher too big to hold whole).
 
 With `mesh`, the batch is split over the batch axes of the rules. Token choice runs under `shard_map` on each
 batch shard's rows with the whole vocabulary (XLA would otherwise gather the full [B,V] logits onto every
@@ -259,8 +260,7 @@ def generate_from_state(
         rules_key = tuple(sorted(rules.items()))
         batch = logical_to_sharding(("batch", None), mesh, rules, prompt_ids.shape)
         prompt_ids, prompt_mask = (_to_global(x, batch) for x in (prompt_ids, prompt_mask))
-    if gather_weights:
-        state = _decode_weights(graphdef, state)
+    state = _decode_weights(graphdef, state)  # gathered or not: per-step gathers move bf16 too
     # params, eos and pad stay NumPy: jit places them replicated, each process from its own (equal) copy.
     return _generate_jit(
         graphdef,
