@@ -201,26 +201,44 @@ is_done() {
   [[ "$DRY_RUN" == 0 ]] && gcloud storage ls "$WORKDIR/DONE" >/dev/null 2>&1
 }
 
+provision() {
+  # provision STATE RESETUP: an ACTIVE slice with this repo (and --models) installed; RESETUP=1 re-runs
+  # setup on an ACTIVE slice (the previous attempt's setup failed).
+  case "$1" in
+    ACTIVE) if [[ "$2" == 1 ]]; then cmd_setup; fi ;;
+    NOT_FOUND) cmd_create; cmd_setup ;;
+    FAILED | SUSPENDING | SUSPENDED)
+      # Preempted (spot / best-effort) or failed: delete and queue again; the run resumes from checkpoints.
+      run gcloud compute tpus queued-resources delete "$NAME" "${GFLAGS[@]}" --force --quiet
+      cmd_create
+      cmd_setup ;;
+    *) wait_active; cmd_setup ;;
+  esac
+}
+
 cmd_resume_until_done() {
   [[ "$WORKDIR" == gs://* ]] || die "resume-until-done needs a gs:// --workdir: a re-created TPU VM has empty disks"
-  local attempt=0 state rc
+  local attempt=0 state rc resetup=0
   while true; do
     if is_done; then note "$WORKDIR/DONE found: run complete"; return 0; fi
     if (( attempt >= MAX_ATTEMPTS )); then die "no DONE after $MAX_ATTEMPTS runs; giving up"; fi
     attempt=$((attempt + 1))
     state=$(qr_state NOT_FOUND)
     note "attempt $attempt/$MAX_ATTEMPTS: queued resource $NAME is $state"
-    case "$state" in
-      ACTIVE) ;;
-      NOT_FOUND) cmd_create; cmd_setup ;;
-      FAILED | SUSPENDING | SUSPENDED)
-        # Preempted (spot / best-effort) or failed: delete and queue again; the run resumes from checkpoints.
-        run gcloud compute tpus queued-resources delete "$NAME" "${GFLAGS[@]}" --force --quiet
-        cmd_create
-        cmd_setup ;;
-      *) wait_active; cmd_setup ;;
-    esac
-    rc=0
+    # In a subshell with errexit on: a failed create, setup or model download (capacity, a hub hiccup)
+    # ends this attempt, not the loop.
+    set +e
+    (set -e; provision "$state" "$resetup")
+    rc=$?
+    set -e
+    if (( rc != 0 )); then
+      resetup=1
+      note "provisioning failed (exit $rc); retrying in ${POLL}s"
+      [[ "$DRY_RUN" == 1 ]] && return "$rc"
+      sleep "$POLL"
+      continue
+    fi
+    rc=0 resetup=0
     cmd_run || rc=$?
     if [[ "$DRY_RUN" == 1 ]]; then note "dry-run: one pass shown"; return 0; fi
     if is_done; then note "$WORKDIR/DONE found: run complete"; return 0; fi

@@ -1,5 +1,5 @@
-"""The run folder on local disk and on GCS (a gs:// stand-in, fake_gcs): paths, whole-file writes, publishing
-a folder, the missing-gcsfs error, and the partial-checkpoint sweep reading a gs:// checkpoints folder."""
+"""The run folder on local disk and on GCS (a gs:// stand-in, fake_gcs): paths, whole-file writes, uploads,
+the missing-gcsfs error, and the partial-checkpoint sweep reading a gs:// checkpoints folder."""
 
 import logging
 import os
@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import fake_gcs
+import numpy as np
 import pytest
 from ckpt_states import make_state
 
@@ -41,18 +42,13 @@ def test_write_text_replaces_the_whole_file(bucket, tmp_path, remote):
 
 
 @pytest.mark.parametrize("remote", [False, True])
-def test_publish_folder_replaces_the_old_one(bucket, tmp_path, remote):
+def test_upload_file_streams_bytes_into_place(bucket, tmp_path, remote):
     url, local = bucket if remote else (str(tmp_path / "run"), tmp_path / "run")
-    for version, names in ((1, ("a.bin", "old.bin", "marker.json")), (2, ("a.bin", "marker.json"))):
-        staging = tmp_path / f"staging{version}"
-        staging.mkdir()
-        for name in names:
-            (staging / name).write_text(f"{name} v{version}")
-        wd.path(url).mkdir(parents=True, exist_ok=True)
-        wd.publish_folder(str(staging), wd.path(url) / "export", last="marker.json")
-        assert not staging.exists()
-    assert sorted(os.listdir(local / "export")) == ["a.bin", "marker.json"]
-    assert (local / "export" / "a.bin").read_text() == "a.bin v2"
+    blob = np.random.default_rng(0).bytes(3 * 1024**2 + 7)  # not a multiple of any buffer size
+    (tmp_path / "shard.bin").write_bytes(blob)
+    wd.path(url).mkdir(parents=True, exist_ok=True)
+    wd.upload_file(str(tmp_path / "shard.bin"), wd.path(url) / "export" / "shard.bin")
+    assert (local / "export" / "shard.bin").read_bytes() == blob
 
 
 def test_check_names_the_missing_piece():

@@ -197,3 +197,46 @@ def test_slurm_one_process_per_gpu_from_allocation():
     assert lines[1] == ["export", f"JAX_COORDINATOR_ADDRESS=h100-07:{61440 + 777 % 4096}"]
     assert lines[3][:3] == ["srun", "--nodes=5", "--ntasks-per-node=8"]
     assert lines[3][5:8] == [".venv/bin/python", "-m", "tsdkd_jax.main"]
+
+
+# A stand-in `gcloud` (the real one needs a cloud project): queued-resource state in files under $FAKE_STATE,
+# every call appended to $FAKE_STATE/calls. The first setup over ssh fails (a hub download hiccup); the
+# trainer run writes DONE.
+FAKE_GCLOUD = r"""#!/usr/bin/env bash
+echo "$*" >> "$FAKE_STATE/calls"
+case "$*" in
+  "storage ls "*) [[ -f "$FAKE_STATE/done" ]] ;;
+  *"queued-resources describe"*) [[ -f "$FAKE_STATE/created" ]] && echo ACTIVE ;;
+  *"queued-resources create"*) touch "$FAKE_STATE/created" ;;
+  *"tpu-vm ssh"*"uv pip install"*)
+    if [[ ! -f "$FAKE_STATE/setup_failed" ]]; then touch "$FAKE_STATE/setup_failed"; exit 1; fi ;;
+  *"tpu-vm ssh"*"tsdkd_jax.main"*) touch "$FAKE_STATE/done" ;;
+  *) exit 3 ;;
+esac
+"""
+
+
+def test_tpu_resume_until_done_survives_a_failed_setup(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "gcloud").write_text(FAKE_GCLOUD)
+    (bin_dir / "gcloud").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("ZONE", "WORKDIR", "MODELS")}
+    env.update(PATH=f"{bin_dir}:{env['PATH']}", FAKE_STATE=str(tmp_path))
+    args = ["resume-until-done", *ZONE, *REPO, "--workdir", "gs://b/run", "--poll", "0", *TRAINER]
+    proc = subprocess.run(["bash", str(LAUNCH / "tpu_vm.sh"), *args], check=False, capture_output=True,
+                          text=True, timeout=60, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "provisioning failed (exit 1); retrying" in proc.stderr
+    steps = []
+    for call in (tmp_path / "calls").read_text().splitlines():
+        kind = next(
+            k for k in ("storage ls", "describe", "create", "uv pip install", "tsdkd_jax.main") if k in call
+        )
+        if not steps or steps[-1] != kind:
+            steps.append(kind)
+    assert steps == [
+        "storage ls", "describe", "create", "describe", "uv pip install",  # attempt 1: setup fails
+        "storage ls", "describe", "uv pip install", "tsdkd_jax.main",  # attempt 2: ACTIVE, setup again, run
+        "storage ls",  # DONE found
+    ]  # fmt: skip

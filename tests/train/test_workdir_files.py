@@ -51,6 +51,23 @@ def test_metrics_rows_and_resume_truncation(bucket, tmp_path, monkeypatch, remot
     assert _rows(folder)[-1] == {"step": 2, "loss": 0.25}
 
 
+def test_gcs_metrics_flush_at_checkpoints_and_survive_upload_errors(bucket, monkeypatch, caplog):
+    monkeypatch.setattr(metrics, "REMOTE_FLUSH_S", 3600.0)
+    writer = metrics.MetricsWriter("gs://bucket/run", total_steps=3)
+    writer.write(1, {"loss": 1.0})
+    writer.flush()  # what the trainer calls after each checkpoint save
+    assert [r["step"] for r in _rows(bucket / "run")] == [1]
+    real_write = metrics.wd.write_text
+    monkeypatch.setattr(metrics.wd, "write_text", lambda *a: (_ for _ in ()).throw(OSError("503 from GCS")))
+    writer.write(2, {"loss": 0.5})
+    writer.flush()  # fails: logged, the run goes on, the rows are kept
+    assert "could not write gs://bucket/run/metrics.jsonl (2 rows kept" in caplog.text
+    monkeypatch.setattr(metrics.wd, "write_text", real_write)
+    writer.write(3, {"loss": 0.25})
+    writer.close()
+    assert [r["step"] for r in _rows(bucket / "run")] == [1, 2, 3]
+
+
 @pytest.fixture(scope="module")
 def student(tiny_dir):
     """(graphdef, params, tokenizer) of the tiny student."""
@@ -70,7 +87,7 @@ def test_export_replaces_its_own_and_refuses_another_runs(bucket, tmp_path, stud
     out = export.export_student(graphdef, params, tokenizer, workdir, method="tsdkd", steps=3)
     assert out == f"{workdir}/export"
     marker = json.loads((folder / "export" / export.MARKER).read_text())
-    assert marker == {"method": "tsdkd", "steps": 3, "workdir": workdir}
+    assert marker == {"method": "tsdkd", "steps": 3, "workdir": workdir, "complete": True}
     reloaded = nnx.state(models.from_pretrained(folder / "export"))  # what transformers would read, too
     for a, b in zip(jax.tree.leaves(reloaded), jax.tree.leaves(params), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -99,3 +116,50 @@ def test_local_and_gcs_exports_hold_the_same_bytes(bucket, tmp_path, student):
     local, remote = _files(tmp_path / "run" / "export"), _files(bucket / "run" / "export")
     assert local.pop(export.MARKER) != remote.pop(export.MARKER)  # they name their own workdirs
     assert local == remote
+
+
+@pytest.mark.parametrize("remote", [False, True])
+def test_failed_export_keeps_or_reclaims_the_folder(bucket, tmp_path, student, monkeypatch, remote):
+    """A crash while exporting: locally the previous export stays whole (the new one never got renamed in);
+    on GCS the folder is left marked incomplete and the same run's next export completes it. The local
+    staging folder is removed either way."""
+    graphdef, params, tokenizer = student
+    workdir, folder = _where(remote, bucket, tmp_path, "run")
+    export.export_student(graphdef, params, tokenizer, workdir, method="tsdkd", steps=1)
+    before = _files(folder / "export")
+    staged = []
+    real_mkdtemp = export.tempfile.mkdtemp
+    monkeypatch.setattr(
+        export.tempfile, "mkdtemp", lambda **kw: staged.append(real_mkdtemp(**kw)) or staged[-1]
+    )
+    calls = []
+
+    def flaky_upload(src, dst):  # the second file fails, as a dropped connection would
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError("connection reset")
+        return real_upload(src, dst)
+
+    def crash_in_save(*args, **kwargs):
+        raise OSError("disk full")
+
+    real_upload = export.wd.upload_file
+    if remote:
+        monkeypatch.setattr(export.wd, "upload_file", flaky_upload)
+    else:
+        monkeypatch.setattr(export.models, "save_pretrained", crash_in_save)
+    with pytest.raises(OSError):
+        export.export_student(graphdef, params, tokenizer, workdir, method="tsdkd", steps=2)
+    assert staged and not any(os.path.exists(p) for p in staged)
+    if not remote:
+        assert _files(folder / "export") == before
+        return
+    assert json.loads((folder / "export" / export.MARKER).read_text())["complete"] is False
+    monkeypatch.setattr(export.wd, "upload_file", real_upload)
+    export.export_student(graphdef, params, tokenizer, workdir, method="tsdkd", steps=2)
+    after = _files(folder / "export")
+    assert json.loads(after.pop(export.MARKER)) == {
+        "method": "tsdkd", "steps": 2, "workdir": workdir, "complete": True
+    }  # fmt: skip
+    del before[export.MARKER]
+    assert after == before  # same weights: every file uploaded again

@@ -3,8 +3,8 @@
 A pod run keeps its workdir on GCS: every worker writes its checkpoint shards there, and a re-created
 (preempted) slice starts with empty disks. Everything the trainer writes there — checkpoints, metrics.jsonl,
 TensorBoard events, the export, DONE — goes through `path()`. GCS has no appends and no atomic folder
-renames, so `write_text` replaces whole objects and `publish_folder` copies a finished local folder into
-place, its marker file last. epath reaches gs:// through gcsfs (the `gcs` extra) or TensorFlow; `check` says
+renames, so `write_text` replaces whole objects, and a folder is put in place file by file
+(train/export.py orders that so a reader can tell a finished export from a partial one). epath reaches gs:// through gcsfs (the `gcs` extra) or TensorFlow; `check` says
 so before the run starts instead of at the first save.
 """
 
@@ -65,22 +65,8 @@ def write_text(target: epath.Path, text: str) -> None:
     os.replace(tmp, os.fspath(target))
 
 
-def publish_folder(local_dir: str, target: epath.Path, *, last: str) -> None:
-    """Put the finished folder `local_dir` at `target`, replacing what is there, with the file named `last`
-    written last: a reader that finds `target/last` finds the whole folder.
-
-    Local: `local_dir` (flat, on the same filesystem) is renamed into place after the old folder is removed.
-    Remote: the old folder is removed, the files are uploaded, `last` at the end, and `local_dir` removed."""
-    if not is_remote(target):
-        if target.exists():
-            target.rmtree()
-        os.rename(local_dir, os.fspath(target))
-        return
-    if target.exists():
-        target.rmtree()
-    names = sorted(os.listdir(local_dir), key=lambda n: n == last)  # `last` sorts to the end
-    target.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        with open(os.path.join(local_dir, name), "rb") as src, (target / name).open("wb") as dst:
-            shutil.copyfileobj(src, dst, 64 * 1024**2)  # streamed: safetensors shards are up to 5 GiB
-    shutil.rmtree(local_dir)
+def upload_file(local_file: str, target: epath.Path) -> None:
+    """Copy one local file to `target` (local or gs://), streamed: safetensors shards are up to 5 GiB."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(local_file, "rb") as src, target.open("wb") as dst:
+        shutil.copyfileobj(src, dst, 64 * 1024**2)

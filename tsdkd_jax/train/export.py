@@ -1,8 +1,13 @@
 """The trained student as a Hugging Face folder, <workdir>/export: weights, config and tokenizer.
 
-It is written aside and then put in place (renamed locally; on gs:// uploaded with the marker last), with a
-marker (tsdkd_run.json: method, steps, workdir) naming the run that wrote it, so an export of another run is
-never overwritten. Process 0 writes; every process takes part in gathering the parameters.
+A marker, tsdkd_run.json ({method, steps, workdir, complete}), names the run that wrote the folder, so an
+export of another run (or a folder without a marker) is never overwritten. The files are written to a local
+staging folder first. Locally that folder is then renamed into place, whole. On gs://, where folders cannot
+be renamed, the marker is written first with complete=false (claiming the folder), then the files are
+uploaded, stale ones removed, and the marker rewritten with complete=true: a reader that sees
+`complete: true` sees the whole export, and a run interrupted mid-upload finds its own incomplete export on
+resume and writes it again. Process 0 writes; every process takes part in gathering the parameters and waits
+until the export is in place (so no peer's shutdown deadline cuts a long upload short).
 """
 
 from __future__ import annotations
@@ -10,11 +15,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 
 import jax
 import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from tsdkd_jax import models
 from tsdkd_jax.checkpoint import workdir as wd
@@ -30,28 +37,44 @@ def export_student(graphdef, params, tokenizer, workdir: str, *, method: str, st
     out = wd.path(workdir) / "export"
     model = nnx.merge(graphdef, rollout.to_host(params))  # collective
     model.dtype = np.dtype("float32")
-    marker = {"method": method, "steps": steps, "workdir": workdir}
     if jax.process_index() == 0:
-        if out.exists():
-            prev = read_marker(out)
-            if prev is None or prev.get("workdir") != workdir:
-                raise FileExistsError(f"{out} holds an export of another run ({prev}); not overwriting it")
-        # Locally the staging folder sits beside `out` (one filesystem: an atomic rename); for gs:// it is
-        # on local disk and uploaded.
+        prev = read_marker(out) if out.exists() else {"workdir": workdir}
+        if prev is None or prev.get("workdir") != workdir:
+            raise FileExistsError(f"{out} holds an export of another run ({prev}); not overwriting it")
         out.parent.mkdir(parents=True, exist_ok=True)
-        staging = None if wd.is_remote(out) else os.fspath(out.parent)
-        tmp = tempfile.mkdtemp(prefix=".export-", dir=staging)
-        models.save_pretrained(model, tmp)
-        tokenizer.save_pretrained(tmp)
-        with open(os.path.join(tmp, MARKER), "w") as f:
-            json.dump(marker, f)
-        wd.publish_folder(tmp, out, last=MARKER)
+        # Locally the staging folder sits beside `out` (one filesystem: an atomic rename).
+        tmp = tempfile.mkdtemp(prefix=".export-", dir=None if wd.is_remote(out) else os.fspath(out.parent))
+        try:
+            models.save_pretrained(model, tmp)
+            tokenizer.save_pretrained(tmp)
+            _publish(tmp, out, {"method": method, "steps": steps, "workdir": workdir})
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         log.info("exported the student to %s", out)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("tsdkd_export")
     return os.fspath(out)
 
 
-def read_marker(folder: str) -> dict | None:
-    """The marker of the export in `folder`, or None when it has none (or an unreadable one)."""
+def _publish(staging: str, out, marker: dict) -> None:
+    names = sorted(os.listdir(staging))
+    if not wd.is_remote(out):
+        wd.write_text(wd.path(staging) / MARKER, json.dumps({**marker, "complete": True}))
+        if out.exists():
+            out.rmtree()
+        os.rename(staging, os.fspath(out))
+        return
+    wd.write_text(out / MARKER, json.dumps({**marker, "complete": False}))
+    for name in names:
+        wd.upload_file(os.path.join(staging, name), out / name)
+    for stale in {p.name for p in out.iterdir()} - {*names, MARKER}:
+        (out / stale).unlink()
+    wd.write_text(out / MARKER, json.dumps({**marker, "complete": True}))
+
+
+def read_marker(folder) -> dict | None:
+    """The marker of the export in `folder`, or None when it has none (or an unreadable one). An export is
+    whole only when the marker says `complete: true`."""
     try:
         return json.loads((wd.path(folder) / MARKER).read_text())
     except (OSError, ValueError):

@@ -260,6 +260,7 @@ class Trainer:
                         last, pending = self._finish(pending, writer, kl), None
                         self.ckpt.save(step, self.state, self._meta(), metrics={"loss": last["loss"]},
                                        force=stop or step == c.total_steps)  # fmt: skip
+                        writer.flush()  # rows up to a checkpoint are never lost (gs:// buffers them)
                     if c.debug.step_sleep:
                         time.sleep(c.debug.step_sleep)
                     if stop:
@@ -273,8 +274,10 @@ class Trainer:
                     self.export()
                 distributed.mark_done(self.workdir)  # launch/ scripts stop resuming once this exists
         finally:
-            writer.close()
-            self.ckpt.close()
+            try:
+                writer.close()
+            finally:
+                self.ckpt.close()
         return last
 
     def export(self) -> str:

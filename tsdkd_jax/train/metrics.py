@@ -3,8 +3,9 @@
 
 A local metrics.jsonl is appended to and flushed every row. A gs:// one cannot be appended to (GCS objects
 are written whole), so its rows are kept in memory and the object is rewritten at most every
-`REMOTE_FLUSH_S` seconds and on close; a crash loses at most those seconds of rows, which the resumed run
-logs again (it truncates the file to its checkpoint step first).
+`REMOTE_FLUSH_S` seconds, whenever the trainer saves a checkpoint (`flush`), and on close. A crash therefore
+loses only rows after the last checkpoint, which the resumed run logs again (it truncates the file to its
+checkpoint step first). A failed upload is logged and retried at the next flush: metrics never stop a run.
 """
 
 from __future__ import annotations
@@ -137,8 +138,22 @@ class MetricsWriter:
         else:
             self._file.close()
         if self._tb is not None:
-            self._tb.close()
+            try:
+                self._tb.close()  # on gs:// an upload, which may fail like any other
+            except Exception as e:  # noqa: BLE001 (see _flush_remote)
+                log.warning("could not close the TensorBoard writer: %s", e)
+
+    def flush(self) -> None:
+        """Everything written so far is in metrics.jsonl (called at checkpoints)."""
+        if self.enabled and self.remote:
+            self._flush_remote()
 
     def _flush_remote(self) -> None:
-        wd.write_text(self.path, "".join(self._rows))
         self._flushed_at = time.monotonic()
+        try:
+            wd.write_text(self.path, "".join(self._rows))
+        # gcsfs raises its HttpError and google-auth transport errors besides OSError; none should end a run.
+        except Exception as e:  # noqa: BLE001
+            log.warning(
+                "could not write %s (%d rows kept for the next try): %s", self.path, len(self._rows), e
+            )
