@@ -23,6 +23,8 @@ Variants (comma-separated after a colon):
   full    3 seeds (student init, data order and sampling differ; problems, tokenizer and teacher are shared)
           and 2× longer distillation
   more    adds supervised KD and DistiLLM (skew KL) to the compared methods
+  ablate  adds TSD-KD with terms switched off: tsdkd_no_em, tsdkd_no_indirect, tsdkd_gate_only (the gated
+          JSD alone); shows which term moves accuracy here (benchmarks/RESULTS.md: the EM term)
 
 Deviations from the paper's hyper-parameters. The loss's are the paper's: β = 0.9, τ = 1, k = 10, α = 0.1,
 c = 0.1, ρ = 0.1, EM weight 1, λ = 1 (on-policy), sampling temperature 1, AdamW, grad clip 1. Changed for the
@@ -37,6 +39,13 @@ import ml_collections
 from tsdkd_jax.train import default_config
 
 METHODS = ("tsdkd", "gkd", "seqkd")
+# `:ablate` stages: a name → the trainer fields it sets (besides the shared ones); the name of a plain stage
+# is its method.
+ABLATIONS = {
+    "tsdkd_no_em": {"method": "tsdkd", "loss__use_em": False},
+    "tsdkd_no_indirect": {"method": "tsdkd", "loss__use_indirect": False},
+    "tsdkd_gate_only": {"method": "tsdkd", "loss__use_em": False, "loss__use_indirect": False},
+}
 
 
 def _model(layers, hidden, heads, kv_heads, ffw, sft_steps, sft_lr, eval_every=0):
@@ -54,10 +63,10 @@ def _model(layers, hidden, heads, kv_heads, ffw, sft_steps, sft_lr, eval_every=0
 
 def get_config(arg=None):
     variants = set(filter(None, (arg or "").split(",")))
-    unknown = variants - {"smoke", "full", "more"}
+    unknown = variants - {"smoke", "full", "more", "ablate"}
     if unknown:
         raise ValueError(
-            f"configs/testbed.py: unknown variant(s) {sorted(unknown)}; known: smoke, full, more"
+            f"configs/testbed.py: unknown variant(s) {sorted(unknown)}; known: smoke, full, more, ablate"
         )
     c = ml_collections.ConfigDict()
     c.testbed = ml_collections.ConfigDict()
@@ -65,6 +74,8 @@ def get_config(arg=None):
     tb.seeds = (0, 1, 2) if "full" in variants else (0,)  # one student/distillation run per seed
     tb.data_seed = 0  # seeds the problems, the tokenizer and the teacher (shared by all seeds)
     tb.methods = METHODS + (("supervised_kd", "distillm") if "more" in variants else ())
+    tb.ablations = ml_collections.ConfigDict(ABLATIONS if "ablate" in variants else {})  # see ABLATIONS
+    tb.methods += tuple(tb.ablations)  # the distillation stages
 
     tb.problems = ml_collections.ConfigDict()
     tb.problems.n_train = 6000  # training problems (SFT and distillation prompts)

@@ -25,6 +25,7 @@ def test_default_and_variants_load():
     assert (c.base.loss.beta, c.base.loss.lam, c.base.sampling.temperature) == (0.9, 1.0, 1.0)
     assert list(load_config("full").testbed.seeds) == [0, 1, 2]
     assert "distillm" in load_config("more,smoke").testbed.methods
+    assert "tsdkd_gate_only" in load_config("ablate").testbed.methods
 
 
 def test_main_defaults_to_the_testbed():
@@ -60,6 +61,22 @@ def test_smoke_end_to_end_and_resume(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("skipped") == len(keys)
     assert {k: again[k]["heldout"] for k in keys} == {k: results[k]["heldout"] for k in keys}
+
+    # `:ablate` in the same workdir: the finished stages are reused, only the ablations train, each with
+    # exactly its terms switched off.
+    ablations = ["seed0/tsdkd_gate_only", "seed0/tsdkd_no_em", "seed0/tsdkd_no_indirect"]
+    assert sorted(testbed.run(load_config("smoke,ablate"), workdir)) == sorted(keys + ablations)
+    assert capsys.readouterr().out.count("skipped") == len(keys)
+    logged = {}
+    for key in ["seed0/tsdkd", *ablations]:
+        with open(os.path.join(workdir, key, "metrics.jsonl")) as f:
+            logged[key] = {name for row in map(json.loads, f) for name in row if name.startswith("loss/")}
+    assert logged == {
+        "seed0/tsdkd": {"loss/direct", "loss/em", "loss/indirect"},
+        "seed0/tsdkd_no_em": {"loss/direct", "loss/indirect"},
+        "seed0/tsdkd_no_indirect": {"loss/direct", "loss/em"},
+        "seed0/tsdkd_gate_only": {"loss/direct"},
+    }
 
     config.testbed.teacher.sft_steps += 1  # a finished stage of another config is not silently reused
     with pytest.raises(ValueError, match="different config"):

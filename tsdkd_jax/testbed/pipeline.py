@@ -36,6 +36,12 @@ def _stage_config(config, **overrides) -> ml_collections.ConfigDict:
     return c
 
 
+def stage_fields(tb, name: str) -> dict:
+    """The trainer fields a distillation stage sets: its method, plus an ablation's switches (`:ablate`)."""
+    ablations = tb.get("ablations") or {}
+    return dict(ablations[name]) if name in ablations else {"method": name}
+
+
 def _read_json(path: str):
     try:
         with open(path) as f:
@@ -187,8 +193,9 @@ def run(config, workdir: str) -> dict:
         say(f"[4/5] seed {seed}: distil the initial student ({', '.join(tb.methods)})")
         for method in tb.methods:
             cfg = _stage_config(
-                config, **toks, method=method, student__path=student_dir, teacher__path=teacher_dir,
-                data__path=paths["train"], total_steps=tb.distill_steps, seed=seed, data__seed=seed,
+                config, **toks, **stage_fields(tb, method), student__path=student_dir,
+                teacher__path=teacher_dir, data__path=paths["train"], total_steps=tb.distill_steps,
+                seed=seed, data__seed=seed,
             )  # fmt: skip
             hook = curve_hook(method, curve_rows, tokenizer, tb, tb.distill_steps, tb.eval_every)
             key = f"seed{seed}/{method}"
