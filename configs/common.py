@@ -33,6 +33,7 @@ VARIANTS = {
         "loss.normalize": "micro_batch",  # per-micro-batch means
         "loss.logits_dtype": "bfloat16",  # bf16 loss math (the logits' rounding; kernels still upcast)
         "student.compute_dtype": "bfloat16",
+        "student.param_dtype": "bfloat16",  # pure-bf16 weights and AdamW state: no fp32 master copy
         "teacher.dtype": "bfloat16",
         # pad = EOS masking is implied by method=tsdkd_official (train/step.py score_inputs)
     },

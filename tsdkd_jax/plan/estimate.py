@@ -181,9 +181,11 @@ def plan(config, student, teacher, *, mesh_sizes, device: str, capacity: int) ->
     t_len = p_len + n_len
 
     lines = []
-    params = param_bytes(student, mesh, rules, F32, s_vocab)
-    lines.append(Line("student params", "resident", params, f"fp32 master, {student.num_layers} layers"))
-    lines.append(Line("optimizer state", "resident", 2 * params, "AdamW μ, ν (fp32)"))
+    sp = np.dtype(c.student.param_dtype).itemsize  # params, gradients and AdamW state share it
+    p_name = {4: "fp32 master", 2: "pure bf16"}.get(sp, c.student.param_dtype)
+    params = param_bytes(student, mesh, rules, sp, s_vocab)
+    lines.append(Line("student params", "resident", params, f"{p_name}, {student.num_layers} layers"))
+    lines.append(Line("optimizer state", "resident", 2 * params, f"AdamW μ, ν ({c.student.param_dtype})"))
     if use_teacher:
         lines.append(
             Line("teacher params", "resident", param_bytes(teacher, mesh, t_rules, ct), c.teacher.dtype)
@@ -192,7 +194,7 @@ def plan(config, student, teacher, *, mesh_sizes, device: str, capacity: int) ->
     # Sampling: which models sample, and with which batch.
     samplers = []
     if c.method in ON_POLICY and c.loss.lam > 0:
-        samplers.append(("student, on-policy", student, cs, F32, rules, s_vocab))
+        samplers.append(("student, on-policy", student, cs, sp, rules, s_vocab))
     if use_teacher and (c.method == "seqkd" or c.eval_every or c.eval_at_ends):
         why = "seqkd" if c.method == "seqkd" else "held-out eval"
         samplers.append((f"teacher, {why}", teacher, ct, ct, t_rules, None))
@@ -225,7 +227,9 @@ def plan(config, student, teacher, *, mesh_sizes, device: str, capacity: int) ->
     # The train step, per micro-batch of b / k rows.
     rows = _shard_elems(("batch",), (b // k,), mesh, rules)
     grads = params * (2 if k > 1 else 1)
-    lines.append(Line("gradients", "train", grads, "fp32" + (" + accumulator" if k > 1 else "")))
+    lines.append(
+        Line("gradients", "train", grads, c.student.param_dtype + (" + accumulator" if k > 1 else ""))
+    )
     block_s = block_bytes(student, rows, t_len, t_len, cs, mesh, rules)
     carry = rows * t_len * student.hidden_size * cs
     if c.student.remat:  # the scan keeps each block's input; a block's residuals are recomputed in backward
@@ -234,7 +238,7 @@ def plan(config, student, teacher, *, mesh_sizes, device: str, capacity: int) ->
         saved, working, how = student.num_layers * carry, block_s + cotangent, "remat: each block's input"
     else:
         saved, working, how = student.num_layers * block_s, block_s, "no remat: each block's residuals"
-    working += 2 * layer_gather_bytes(student, mesh, rules, F32)  # the gathered weights and their gradient
+    working += 2 * layer_gather_bytes(student, mesh, rules, sp)  # the gathered weights and their gradient
     saved += 4 * carry  # embeddings, final hidden states, the response slice and its cotangent
     if use_teacher:
         saved += rows * n_len * teacher.hidden_size * ct  # the teacher's response hidden states

@@ -43,7 +43,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.student = ml_collections.ConfigDict()
     c.student.path = ""  # HF folder of the student (config.json + safetensors); the start point
     c.student.tokenizer = ""  # tokenizer folder or hub name ("" = student.path)
-    c.student.compute_dtype = "float32"  # activations/matmuls; params stay float32 (optimizer master copy)
+    c.student.compute_dtype = "float32"  # activations/matmuls (weights are cast to it at use)
+    # Parameters, gradients and AdamW state. "float32": a master copy (updates far below a weight's bf16
+    # resolution still add up). "bfloat16": the released run's pure-bf16 training, where they are lost.
+    c.student.param_dtype = "float32"
     c.student.remat = False  # recompute each block in the backward pass (less memory, more compute)
     c.student.resize_vocab_to_teacher = (
         False  # zero-pad the student's embedding to the teacher's vocab (official)
@@ -155,7 +158,9 @@ def validate(config, *, device_count: int = 1, process_count: int = 1, check_pat
         raise _err("loss.normalize", f"must be one of {NORMALIZE}, got {config.loss.normalize!r}")
     if config.method == "distillm" and config.loss.divergence not in ("skl", "srkl"):
         raise _err("loss.divergence", f"distillm needs 'skl' or 'srkl', got {config.loss.divergence!r}")
-    for section, field in (("student", "compute_dtype"), ("teacher", "dtype"), ("loss", "logits_dtype")):
+    dtype_fields = (("student", "compute_dtype"), ("student", "param_dtype"), ("teacher", "dtype"),
+                    ("loss", "logits_dtype"))  # fmt: skip
+    for section, field in dtype_fields:
         if config[section][field] not in DTYPES:
             raise _err(f"{section}.{field}", f"must be one of {DTYPES}, got {config[section][field]!r}")
     if config.profile_every < 0:

@@ -68,8 +68,9 @@ class Trainer:
             self.teacher_graphdef, t_state = nnx.split(teacher)
             self.teacher_params = nnx.to_pure_dict(t_state)
         resize = teacher_vocab if c.student.resize_vocab_to_teacher else None
-        student = models.from_pretrained(c.student.path, "float32", self.mesh, self.rules, vocab_size=resize)
-        student.dtype = jax.numpy.dtype(c.student.compute_dtype)  # params stay float32 (the master copy)
+        p_dtype = c.student.param_dtype  # float32: the optimizer's master copy; bfloat16: the official run's
+        student = models.from_pretrained(c.student.path, p_dtype, self.mesh, self.rules, vocab_size=resize)
+        student.dtype = jax.numpy.dtype(c.student.compute_dtype)
         student.remat = bool(c.student.remat)
         self.model_config = student.config
         p_shardings = state_lib.param_shardings(student, self.mesh, self.rules)
