@@ -24,7 +24,9 @@
 #   --ref REF [REPO_REF]                branch/tag/commit (default: this checkout's HEAD commit)
 #   --workdir DIR [WORKDIR]             run folder; gs://... required for resume-until-done
 #   --models "ORG/A ORG/B" [MODELS]      setup: hub models to download to ~/models/A, ~/models/B on every
-#                                       worker ($TSDKD_MODELS of the configs); a re-created slice gets them again
+#                                       worker ($TSDKD_MODELS of the configs); a re-created slice gets them again.
+#                                       Gated ones need `hf auth login` here: the token file [HF_TOKEN_PATH] is
+#                                       copied to the workers
 #   --worker N|all                      ssh/logs target
 #   --lines N                           logs: lines to show (default 100)
 #   --max-attempts N                    resume-until-done: runs before giving up (default 20)
@@ -164,6 +166,13 @@ cmd_setup() {
     [[ "$m" == */* ]] || die "--models takes hub ids like Qwen/Qwen2.5-1.5B-Instruct, got $m"
     models+=" $REMOTE_VENV/bin/hf download --quiet $(printf '%q' "$m") --local-dir ~/models/$(printf '%q' "${m##*/}");"
   done
+  # Gated models (Gemma) need a hub token: this machine's saved one (`hf auth login`) is copied, as a file,
+  # to every worker (never put on a command line).
+  local token="${HF_TOKEN_PATH:-${HF_HOME:-$HOME/.cache/huggingface}/token}"
+  if [[ -n "$MODELS" && -f "$token" ]]; then
+    ssh_all all "mkdir -p ~/.cache/huggingface"
+    run gcloud compute tpus tpu-vm scp "$token" "$NAME:~/.cache/huggingface/token" "${GFLAGS[@]}" --worker=all
+  fi
   # Runtime images ship Python 3.10; jax 0.10 needs >= 3.11, so uv provides it.
   ssh_all all "set -euo pipefail; \
 command -v uv >/dev/null || curl -LsSf https://astral.sh/uv/install.sh | sh; \

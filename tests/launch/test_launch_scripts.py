@@ -21,6 +21,7 @@ def dry_run(script, *args, env=None):
     options = "ZONE PROJECT ACCELERATOR RUNTIME_VERSION REPO_URL REPO_REF WORKDIR MODELS"  # tpu_vm.sh's env
     for name in options.split():
         clean.pop(name, None)
+    clean["HF_TOKEN_PATH"] = "/nonexistent/token"  # this machine's own hub login must not leak in
     proc = subprocess.run(
         ["bash", str(LAUNCH / script), "--dry-run", *args],
         check=False,
@@ -104,6 +105,20 @@ def test_tpu_setup_downloads_models_where_the_configs_look():
          "~/models/Qwen2.5-1.5B-Instruct;"],
     ]  # fmt: skip
     assert starts[0] > words.index("install")  # after the venv has huggingface_hub
+
+
+def test_tpu_setup_copies_the_hub_token_file_for_gated_models(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("hf_secret")
+    models = ["--models", "google/gemma-2-9b-it"]
+    mkdir, scp, ssh = dry_run("tpu_vm.sh", "setup", *ZONE, *REPO, *models, env={"HF_TOKEN_PATH": str(token)})
+    assert remote(mkdir) == "mkdir -p ~/.cache/huggingface"
+    assert scp == ["gcloud", "compute", "tpus", "tpu-vm", "scp", str(token), "tsdkd:~/.cache/huggingface/token",
+                   "--zone=us-east5-a", "--worker=all"]  # fmt: skip
+    assert "hf_secret" not in " ".join(mkdir + scp + ssh)  # the token travels as a file only
+    assert (
+        len(dry_run("tpu_vm.sh", "setup", *ZONE, *REPO, env={"HF_TOKEN_PATH": str(token)})) == 1
+    )  # no models
 
 
 def test_tpu_run_same_command_on_all_workers_with_logs():
