@@ -109,7 +109,7 @@ _in_compute_dtype_jit = jax.jit(_in_compute_dtype, static_argnums=1)
 
 
 def _decode_weights(graphdef, state):
-    """The weights the decode loop reads when gathering: `state` in the model's compute dtype."""
+    """The weights the decode loop reads (gathered or not): `state` in the model's compute dtype."""
     dtype = nnx.merge(graphdef, state).dtype
     leaves = jax.tree_util.tree_leaves_with_path(state)
     if all(_decode_dtype(p, x, dtype) == x.dtype for p, x in leaves):
