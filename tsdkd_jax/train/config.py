@@ -71,6 +71,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.loss.use_gate = True  # ablation: gate ≡ 1 when False
     c.loss.use_indirect = True  # ablation: drop the ranking term
     c.loss.use_em = True  # ablation: drop the entropy term
+    c.loss.use_direct = True  # ablation: drop the gated divergence term (with use_indirect=False: EM alone)
     c.loss.divergence = "skl"  # distillm only: "skl" (skew KL) or "srkl" (skew reverse KL)
     c.loss.skew_alpha = 0.1  # distillm skew α
     c.loss.normalize = "global"  # "global": Σ token terms / global counts; "micro_batch": mean of means
@@ -156,6 +157,9 @@ def validate(config, *, device_count: int = 1, process_count: int = 1, check_pat
             raise _err(f"loss.{name}", f"must be in [0, 1], got {v!r}")
     if config.loss.normalize not in NORMALIZE:
         raise _err("loss.normalize", f"must be one of {NORMALIZE}, got {config.loss.normalize!r}")
+    terms = ("use_indirect", "use_em", "use_direct")
+    if config.method in ("tsdkd", "tsdkd_official") and not any(config.loss[n] for n in terms):
+        raise _err("loss.use_direct", "with use_em and use_indirect also False the loss is empty")
     if config.method == "distillm" and config.loss.divergence not in ("skl", "srkl"):
         raise _err("loss.divergence", f"distillm needs 'skl' or 'srkl', got {config.loss.divergence!r}")
     dtype_fields = (("student", "compute_dtype"), ("student", "param_dtype"), ("teacher", "dtype"),
