@@ -41,6 +41,7 @@ class Trainer:
         c = config
         devices = jax.devices()[: c.mesh.devices or None]
         config_lib.validate(c, device_count=len(devices), process_count=jax.process_count())
+        config_lib.record(c, self.workdir)  # <workdir>/config.json, read by tsdkd_jax.inspect
         plan.warn_if_too_big(c, devices)  # before loading or compiling anything
         self.tokenizer = data.load_tokenizer(config_lib.tokenizer_path(c, "student"))
         t_tok_path = config_lib.tokenizer_path(c, "teacher")
