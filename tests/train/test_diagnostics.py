@@ -100,3 +100,26 @@ def test_kd_runs_log_the_diagnostics(tiny_config, tmp_path, arg):
         keys |= {"grad_norm/em", "grad_norm/indirect"}
     assert keys <= set(row), sorted(keys - set(row))
     assert all(np.isfinite(row[k]) for k in keys)
+
+
+def test_response_metrics_hook_sees_each_sampled_batch(tiny_config, tmp_path):
+    """Trainer.response_metrics gets the decoded responses of on-policy steps only (λ = 0.5: some steps use
+    the dataset's responses) and its values land in those steps' metrics rows."""
+    seen = []
+
+    def fn(texts):
+        seen.append(texts)
+        return {"resp/count": len(texts), "resp/chars": sum(map(len, texts))}
+
+    t = train.Trainer(tiny_config("mixed", total_steps=6), str(tmp_path))
+    t.response_metrics = fn
+    t.run()
+    rows = read_metrics(tmp_path)
+    on = [r for r in rows if r["on_policy"] == 1.0]
+    assert 0 < len(on) < len(rows) and len(seen) == len(on)
+    assert all(r["resp/count"] == t.config.data.batch_size for r in on)
+    assert [r["resp/chars"] for r in on] == [sum(map(len, texts)) for texts in seen]
+    assert all("resp/count" not in r for r in rows if r["on_policy"] == 0.0)
+    assert all(isinstance(x, str) for texts in seen for x in texts) and any(
+        x for texts in seen for x in texts
+    )

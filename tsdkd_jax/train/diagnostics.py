@@ -15,8 +15,9 @@ root once. With `loss.normalize="global"` the value is therefore independent of 
 `clip_frac`: the fraction of the run's optimizer steps so far whose global gradient norm exceeded
 `optim.grad_clip`, from a counter kept in the optimizer state (checkpointed with it, so it survives resume).
 
-Response metrics: `response_metrics(fn, batch, tokenizer)` decodes a step's sampled responses on the host
-and returns `fn(texts)`, e.g. the testbed's count of distinct final answers (the collapse signature).
+Response metrics: set `Trainer.response_metrics = fn` (fn(texts) -> {name: value}) and every sampled step
+logs `fn` of its decoded responses, e.g. the testbed's count of distinct final answers (the collapse
+signature).
 """
 
 from __future__ import annotations
@@ -89,9 +90,13 @@ def clip_frac(opt_state, steps_done: jax.Array) -> dict[str, jax.Array]:
     return {"clip_frac": found.astype(jnp.float32) / jnp.maximum(steps_done, 1).astype(jnp.float32)}
 
 
-def response_metrics(fn: Callable[[list[str]], dict], batch: dict, tokenizer) -> dict:
-    """`fn` of the step's responses decoded to text (masked tokens dropped). Runs on the host after the step
-    is dispatched (the loop calls it there), so it overlaps the device's work; collective across hosts."""
+def response_metrics(trainer, batch: dict) -> dict:
+    """`trainer.response_metrics(texts)` of the step's sampled responses decoded to text (masked tokens
+    dropped); {} when it is None. The loop calls it after dispatching the step, so this host work overlaps
+    the device's; it is collective across hosts (every host gets all rows; process 0 logs)."""
+    fn, tokenizer = trainer.response_metrics, trainer.tokenizer
+    if fn is None:
+        return {}
     ids, mask = rollout.to_host((batch["response_ids"], batch["response_mask"]))
     texts = [
         tokenizer.decode([int(t) for t, m in zip(row, keep, strict=True) if m], skip_special_tokens=True)
