@@ -18,18 +18,24 @@ __all__ = ["STATS", "collect", "selections_html", "token_table", "write"]
 
 
 def _title(workdir: str, view: dict) -> str:
-    return f"{os.path.basename(os.path.normpath(workdir))}: {view['method']} ({view['variant']}) at step {view['step']}"
+    run = os.path.basename(os.path.normpath(workdir))
+    return f"{run}: {view['method']} ({view['variant']}) at step {view['step']}, {view['prompts']}"
 
 
-def selections_html(workdir: str, *, n_prompts: int = 4, seed: int = 0) -> str:
-    """The per-token view of the run in `workdir` as an HTML string (nothing written)."""
-    view = collect(workdir, n_prompts=n_prompts, seed=seed)
+def selections_html(
+    workdir: str, *, n_prompts: int = 4, seed: int = 0, prompts_path: str | None = None
+) -> str:
+    """The per-token view of the run in `workdir` as an HTML string (nothing written). prompts_path: a
+    prompt file with the run's data fields to take the prompts from (default: the run's held-out split)."""
+    view = collect(workdir, n_prompts=n_prompts, seed=seed, prompts_path=prompts_path)
     return render.to_html(view, _title(workdir, view))
 
 
-def write(workdir: str, *, n_prompts: int = 4, seed: int = 0) -> dict[str, str]:
+def write(
+    workdir: str, *, n_prompts: int = 4, seed: int = 0, prompts_path: str | None = None
+) -> dict[str, str]:
     """Writes <workdir>/selections.html and selections.png; returns their paths."""
-    view = collect(workdir, n_prompts=n_prompts, seed=seed)
+    view = collect(workdir, n_prompts=n_prompts, seed=seed, prompts_path=prompts_path)
     title = _title(workdir, view)
     paths = {"html": os.path.join(workdir, "selections.html"), "png": os.path.join(workdir, "selections.png")}
     with open(paths["html"], "w") as f:

@@ -3,11 +3,13 @@
 `token_table` is pure (logits in, NumPy arrays out) and uses the loss's own functions: entropies from
 losses.entropy, the gate from losses.entropy_gate, the EM set and opener from objectives.selections (the
 selection.py functions the train step uses, by variant). `collect` rebuilds a run from its workdir (the
-config the trainer recorded, its latest checkpoint, its teacher and held-out prompts), samples a few held-out
-prompts with the student and returns one row per response.
+config the trainer recorded, its latest checkpoint and its teacher), samples a few held-out prompts (or those
+of a given file) with the student and returns one row per response.
 """
 
 from __future__ import annotations
+
+import os
 
 import jax
 import jax.numpy as jnp
@@ -53,17 +55,30 @@ def _trainer(workdir: str):
     return train.Trainer(config_lib.recorded(workdir), workdir)
 
 
-def collect(workdir: str, *, n_prompts: int = 4, seed: int = 0) -> dict:
-    """{"step", "method", "rows"}: the first `n_prompts` held-out prompts answered by the run's student (its
-    latest checkpoint) with the run's sampling settings; each row holds the prompt, the response tokens as
-    text and their STATS."""
+def _prompts(t, prompts_path: str | None):
+    """(PromptSet, label): every row of `prompts_path` (the run's data fields), else the run's held-out split,
+    else (a run without one) its training prompts."""
+    if prompts_path:
+        cfg = {**t.config.data.to_dict(), "path": prompts_path, "holdout_size": 0, "holdout_fraction": 0.0}
+        rows, _, _ = data.load_prompt_data(cfg, t.tokenizer, eos_ids=t.eos_ids)
+        return rows, os.path.basename(prompts_path)
+    if len(t.heldout):
+        return t.heldout, "held-out prompts"
+    return t.iterator.examples, "training prompts (the run has no held-out split)"
+
+
+def collect(workdir: str, *, n_prompts: int = 4, seed: int = 0, prompts_path: str | None = None) -> dict:
+    """{"step", "method", "variant", "prompts", "rows"}: the first `n_prompts` prompts (see _prompts)
+    answered by the run's student (its latest checkpoint) with the run's sampling settings; each row holds
+    the prompt, the response tokens as text and their STATS."""
     t = _trainer(workdir)
     c = t.config
     if t.teacher_params is None:
         raise ValueError(f"{workdir}: method={c.method} has no teacher; nothing to inspect")
     cfg = objectives.loss_config(c) or losses.make_config()  # CE runs: shown with the paper's loss
+    prompts, label = _prompts(t, prompts_path)
     b = next(data.eval_batches(
-        t.heldout, batch_size=c.data.batch_size, max_prompt_len=c.data.max_prompt_len,
+        prompts, batch_size=c.data.batch_size, max_prompt_len=c.data.max_prompt_len,
         max_response_len=c.data.max_response_len, pad_id=t.pad_id,
         prompt_bucket=c.data.prompt_bucket, bucket_multiple=c.data.bucket_multiple,
     ))  # fmt: skip
@@ -96,4 +111,4 @@ def collect(workdir: str, *, n_prompts: int = 4, seed: int = 0) -> dict:
             **{name: table[name][i][keep].tolist() for name in STATS},
         })  # fmt: skip
     t.ckpt.close()
-    return {"step": t.start_step, "method": c.method, "variant": cfg.variant, "rows": rows}
+    return {"step": t.start_step, "method": c.method, "variant": cfg.variant, "prompts": label, "rows": rows}

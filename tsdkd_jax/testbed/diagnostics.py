@@ -19,9 +19,9 @@ def distinct_answers(texts: list[str]) -> dict[str, float]:
     }
 
 
-def write_selections(stage_dir: str) -> None:
-    """<stage_dir>/selections.{html,png} (tsdkd_jax.inspect), unless already written."""
+def write_selections(stage_dir: str, heldout_path: str) -> None:
+    """<stage_dir>/selections.{html,png} (tsdkd_jax.inspect) on held-out problems, unless already written."""
     if not os.path.exists(os.path.join(stage_dir, "selections.html")):
         from tsdkd_jax import inspect
 
-        inspect.write(stage_dir)
+        inspect.write(stage_dir, prompts_path=heldout_path)

@@ -202,7 +202,7 @@ def run(config, workdir: str) -> dict:
             key = f"seed{seed}/{method}"
             results[key] = train_stage(method, cfg, os.path.join(sdir, method), hook)
             if method == "tsdkd":  # the per-token view of the flagship stage
-                diagnostics.write_selections(os.path.join(sdir, method))
+                diagnostics.write_selections(os.path.join(sdir, method), paths["heldout"])
             results[key] = evaluate_stage(method, results[key], splits, tokenizer, tb)
 
     say("[5/5] results")
