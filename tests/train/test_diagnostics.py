@@ -90,16 +90,20 @@ def test_clip_frac_counts_steps_over_the_clip_across_a_resume(tiny_config, tmp_p
     assert 0 < want[-1] < 1, "the clip threshold should split the run's steps"
 
 
-@pytest.mark.parametrize("arg", ["", "gkd", "official", "supervised_kd", "distillm"])
+@pytest.mark.parametrize("arg", ["", "gkd", "official", "supervised_kd", "distillm", "no_term_grad_norms"])
 def test_kd_runs_log_the_diagnostics(tiny_config, tmp_path, arg):
-    c = tiny_config(arg, total_steps=1)
+    off = arg == "no_term_grad_norms"  # loss.term_grad_norms=False: the per-term norms are not computed
+    c = tiny_config("" if off else arg, total_steps=1, loss__term_grad_norms=not off)
     train.Trainer(c, str(tmp_path)).run()
     (row,) = read_metrics(tmp_path)
-    keys = {"grad_norm/direct", "clip_frac", "entropy/student", "entropy/teacher", "agree/top1"}
+    keys = {"grad_norm", "clip_frac", "entropy/student", "entropy/teacher", "agree/top1"}
+    if not off:
+        keys.add("grad_norm/direct")
     if arg in ("", "official"):
         keys |= {"grad_norm/em", "grad_norm/indirect"}
     assert keys <= set(row), sorted(keys - set(row))
     assert all(np.isfinite(row[k]) for k in keys)
+    assert off == (not any(k.startswith("grad_norm/") for k in row))
 
 
 def test_response_metrics_hook_sees_each_sampled_batch(tiny_config, tmp_path):

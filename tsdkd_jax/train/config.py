@@ -80,6 +80,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.loss.chunk_size = 1024  # tokens per chunk of the from-hidden loss (peak memory ∝ chunk × vocab)
     c.loss.vocab_policy = "pad_student"  # student vocab < teacher's: "pad_student" or "truncate_teacher"
     c.loss.lam = 1.0  # λ: probability that a step's responses are sampled by the student (on-policy)
+    # log grad_norm/<term> (diagnostics.py): one more loss-head forward and a backward per term, no model pass
+    c.loss.term_grad_norms = True
     c.loss.logits_dtype = "float32"  # "bfloat16": round logits to bf16 before the loss (official bf16 math)
 
     c.sampling = ml_collections.ConfigDict()

@@ -40,6 +40,7 @@ class StepSpec:
     vocab_policy: str
     mask_pad_id: int = -1  # ≥ 0 (official parity, pad = EOS): tokens equal to it are masked everywhere
     logits_dtype: str = "float32"  # "bfloat16": logits rounded to bf16 before the (f32) loss (official)
+    term_grad_norms: bool = True  # grad_norm/<term> of KD losses (diagnostics.py)
     nan_at_step: int = -1  # test hook
     nan_term: str = "loss/direct"
     mesh: Mesh | None = None
@@ -123,7 +124,7 @@ def _micro_loss(params, mb, teacher_hidden, sel_masks, counts, step, *, graphdef
     terms, sums = head(hs, student=student)
     weights = obj.term_weights(spec.loss_cfg)
     grad_sq = {}
-    if spec.loss_cfg is not None:  # through the head only, with the weights held fixed
+    if spec.loss_cfg is not None and spec.term_grad_norms:  # through the head only, weights held fixed
         frozen = nnx.merge(graphdef, jax.lax.stop_gradient(params))
         grad_sq = diagnostics.term_grad_sq(lambda h: head(h, student=frozen)[0], hs, weights)
     if spec.nan_at_step >= 0:  # test hook: poison one term at one step
@@ -241,6 +242,7 @@ def make_spec(config, *, pad_id: int, mesh, batch_axes) -> StepSpec:
         vocab_policy=c.loss.vocab_policy,
         mask_pad_id=pad_id if official else -1,
         logits_dtype=c.loss.logits_dtype,
+        term_grad_norms=c.loss.term_grad_norms,
         nan_at_step=c.debug.nan_at_step,
         nan_term=c.debug.nan_term,
         mesh=mesh,
