@@ -54,6 +54,10 @@ def test_smoke_end_to_end_and_resume(tmp_path, capsys):
         rows = [json.loads(x) for x in f]
     assert [r["step"] for r in rows if "eval/heldout_accuracy" in r] == [0, 3]
     assert any("loss/direct" in r for r in rows)
+    diagnostics = {"answers/distinct", "answers/with_answer", "grad_norm/direct", "grad_norm/em", "clip_frac"}
+    assert all(diagnostics <= set(r) for r in rows if "loss" in r)
+    assert os.path.getsize(os.path.join(workdir, "seed0", "tsdkd", "selections.html")) > 0
+    assert os.path.getsize(os.path.join(workdir, "seed0", "tsdkd", "selections.png")) > 0
     first = capsys.readouterr().out
     assert "| student + seqkd |" in first
 

@@ -18,7 +18,7 @@ from flax import nnx
 from tsdkd_jax import data, models, train
 from tsdkd_jax import eval as eval_lib
 from tsdkd_jax.parallel import distributed
-from tsdkd_jax.testbed import assets, report
+from tsdkd_jax.testbed import assets, diagnostics, report
 
 SCORER = "gsm8k_strict"  # the answer must follow "#### "
 
@@ -78,6 +78,7 @@ def train_stage(name: str, config, workdir: str, make_hook=None) -> dict:
     say(f"  {name}: {config.method}, {config.total_steps} steps, lr {config.optim.lr:g} → {workdir}")
     t0 = time.perf_counter()
     trainer = train.Trainer(config, workdir)
+    trainer.response_metrics = diagnostics.distinct_answers  # answers/* in metrics.jsonl of sampled steps
     trainer.run(make_hook(trainer) if make_hook else None)
     seconds = time.perf_counter() - t0  # this invocation only when the stage was resumed
     info = {"export": export, "steps": config.total_steps, "seconds": seconds, "method": config.method,
@@ -200,6 +201,8 @@ def run(config, workdir: str) -> dict:
             hook = curve_hook(method, curve_rows, tokenizer, tb, tb.distill_steps, tb.eval_every)
             key = f"seed{seed}/{method}"
             results[key] = train_stage(method, cfg, os.path.join(sdir, method), hook)
+            if method == "tsdkd":  # the per-token view of the flagship stage
+                diagnostics.write_selections(os.path.join(sdir, method), paths["heldout"])
             results[key] = evaluate_stage(method, results[key], splits, tokenizer, tb)
 
     say("[5/5] results")

@@ -21,7 +21,7 @@ from tsdkd_jax import checkpoint, data, models, parallel, plan, sampling
 from tsdkd_jax.checkpoint import workdir as workdir_lib
 from tsdkd_jax.parallel import distributed
 from tsdkd_jax.train import config as config_lib
-from tsdkd_jax.train import evaluate, perf, rollout
+from tsdkd_jax.train import diagnostics, evaluate, perf, rollout
 from tsdkd_jax.train import export as export_lib
 from tsdkd_jax.train import state as state_lib
 from tsdkd_jax.train import step as step_lib
@@ -35,12 +35,16 @@ __all__ = ["NonFiniteLossError", "Trainer", "run"]
 class Trainer:
     """Holds the run's models, state and compiled step; `run()` trains to `config.total_steps`."""
 
+    # fn(texts) -> {name: value}: metrics of each sampled step's decoded responses (diagnostics.py), or None
+    response_metrics = None
+
     def __init__(self, config, workdir: str):
         workdir_lib.check(workdir)  # a gs:// workdir without gcsfs fails here, not at the first save
         self.config, self.workdir = config, os.fspath(workdir_lib.path(workdir))
         c = config
         devices = jax.devices()[: c.mesh.devices or None]
         config_lib.validate(c, device_count=len(devices), process_count=jax.process_count())
+        config_lib.record(c, self.workdir)  # <workdir>/config.json, read by tsdkd_jax.inspect
         plan.warn_if_too_big(c, devices)  # before loading or compiling anything
         self.tokenizer = data.load_tokenizer(config_lib.tokenizer_path(c, "student"))
         t_tok_path = config_lib.tokenizer_path(c, "teacher")
@@ -244,6 +248,7 @@ class Trainer:
                         "flops": self.step_flops(batch),
                     }
                     extra.update(profiled)
+                    extra.update(diagnostics.response_metrics(self, batch) if sampled else {})  # host work
                     pending = (step, metrics, extra, t_dispatch)
                     if hook is not None and (values := hook(step, self.state["params"])):
                         writer.write(step, values)
