@@ -79,26 +79,30 @@ def get_config(arg=None):
 
     tb.problems = ml_collections.ConfigDict()
     tb.problems.n_train = 6000  # training problems (SFT and distillation prompts)
-    tb.problems.n_heldout = 256  # held-out problems, 2-4 steps like train
-    tb.problems.n_hard = 256  # held-out problems with 5-7 steps (longer than any training chain)
-    tb.problems.min_steps = 2  # operations per train / held-out problem
+    tb.problems.n_validation = 500  # validation problems (lr selection), 2-3 steps like train
+    tb.problems.n_heldout = 1000  # held-out problems, 2-3 steps like train
+    tb.problems.n_hard = 256  # held-out problems with 4-5 steps (longer than any training chain)
+    tb.problems.min_steps = 2  # operations per train / validation / held-out problem
     tb.problems.max_steps = 3
     tb.problems.hard_min_steps = 4  # operations per hard problem (longer than any training chain)
     tb.problems.hard_max_steps = 5
-    tb.problems.max_value = 20  # every intermediate value lies in [0, max_value]
-    tb.problems.max_operand = 5  # add/subtract 1..max_operand
-    tb.problems.multipliers = (2,)  # multiply by these
+    tb.problems.max_value = 40  # every intermediate value lies in [0, max_value]
+    tb.problems.max_operand = 9  # add/subtract 1..max_operand
+    tb.problems.multipliers = (2, 3)  # multiply by these
+    tb.problems.heldout_fraction = 0.2  # share of problem signatures reserved for held-out / hard
+    tb.problems.validation_fraction = 0.1  # share reserved for validation
+    tb.problems.recovery_fraction = 0.1  # recovery rows (a wrong intermediate, masked) per training problem
 
     tb.vocab_size = 512  # byte-level BPE trained on the training problems
-    tb.teacher = _model(4, 128, 4, 2, 384, sft_steps=400, sft_lr=2e-3, eval_every=100)
-    tb.student = _model(2, 64, 2, 1, 192, sft_steps=200, sft_lr=2e-3, eval_every=50)
+    tb.teacher = _model(3, 96, 4, 2, 256, sft_steps=600, sft_lr=3e-3, eval_every=150)
+    tb.student = _model(1, 48, 2, 1, 128, sft_steps=600, sft_lr=3e-3, eval_every=150)
     tb.sft_batch = 32  # SFT prompts per step
 
     tb.distill_steps = 300 if "full" in variants else 150  # distillation steps per method
     tb.eval_every = 25  # held-out accuracy (greedy) during distillation every N steps, for the curve
-    tb.curve_size = 128  # held-out problems used for the curve (the table uses all of them)
+    tb.curve_size = 256  # held-out problems used for the curve (the table uses all of them)
     tb.eval_batch = 64  # prompts per greedy-decoding batch
-    tb.eval_max_new_tokens = 40  # hard solutions are ≤ 33 tokens
+    tb.eval_max_new_tokens = 40  # hard solutions are ≤ 38 tokens
 
     # The trainer config every stage starts from (tsdkd_jax.train.default_config); stages set method, paths,
     # steps and lr. Override with e.g. --config.base.loss.beta=0.5.
@@ -109,11 +113,11 @@ def get_config(arg=None):
     b.teacher.dtype = "float32"  # CPU: bfloat16 matmuls are slow there
     b.data.prompt_field = "prompt"
     b.data.response_field = "response"  # the correct solution (SFT, supervised KD)
-    b.data.max_prompt_len = 64  # every train prompt fits (≤ 66 tokens with the chat template)
-    b.data.max_response_len = 24  # every train solution fits (≤ 27 tokens + end of turn)
+    b.data.max_prompt_len = 64  # every prompt fits (≤ 64 tokens with the chat template and a recovery prefix)
+    b.data.max_response_len = 28  # every train solution fits (≤ 26 tokens incl. end of turn)
     b.data.prompt_bucket = "max"  # one prompt shape → one compiled step
     b.data.batch_size = 32  # distillation prompts per step
-    b.sampling.max_new_tokens = 24  # on-policy response length
+    b.sampling.max_new_tokens = 28  # on-policy response length
     b.sampling.temperature = 1.0  # the paper's sampling
     b.loss.chunk_size = 256  # tokens per loss chunk
     b.optim.lr = 1e-3  # distillation peak lr (the paper: 5e-6 at 1.5B-14B parameters)
@@ -125,6 +129,7 @@ def get_config(arg=None):
 
     if "smoke" in variants:
         tb.problems.n_train, tb.problems.n_heldout, tb.problems.n_hard = 400, 16, 16
+        tb.problems.n_validation = 16
         tb.vocab_size = 320
         tb.teacher = _model(1, 32, 2, 1, 64, sft_steps=4, sft_lr=2e-3)
         tb.student = _model(1, 32, 2, 1, 64, sft_steps=2, sft_lr=2e-3)
