@@ -23,7 +23,7 @@ from tsdkd_jax.testbed import assets, pipeline
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/testbed.py")
 flags.DEFINE_string("workdir", "/tmp/tbp", "")
-flags.DEFINE_string("phase", "sft", "sft | distill")
+flags.DEFINE_string("phase", "sft", "sft | forks | distill")
 flags.DEFINE_string("methods", "gkd,tsdkd", "")
 flags.DEFINE_string("lrs", "3e-5,1e-4,3e-4", "")
 flags.DEFINE_string("split", "heldout", "evaluation split for the distillation pilot")
@@ -61,7 +61,8 @@ def sft(config, workdir, paths, tok_dir, tokenizer, curve_rows, evals, which, se
         data__batch_size=tb.sft_batch, seed=seed, data__seed=seed,
     )  # fmt: skip
     hook = pipeline.curve_hook(which, curve_rows, tokenizer, tb, cfg.total_steps, shape.eval_every)
-    info = pipeline.train_stage(which, cfg, os.path.join(workdir, which), hook)
+    folder = which if which == "teacher" else f"student_{shape.sft_steps}"  # step counts side by side
+    info = pipeline.train_stage(which, cfg, os.path.join(workdir, folder), hook)
     return pipeline.evaluate_stage(which, info, evals, tokenizer, tb)
 
 
@@ -81,12 +82,22 @@ def main(_):
     print(json.dumps({"phase": "sft", "teacher": teacher["heldout"]["accuracy"],
                       "student": student["heldout"]["accuracy"], "teacher_s": teacher["seconds"],
                       "student_s": student["seconds"]}), flush=True)  # fmt: skip
+    if FLAGS.phase == "forks":
+        from tsdkd_jax import models
+        from tsdkd_jax.testbed import forks
+
+        eot = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        for which, info in (("teacher", teacher), ("student", student)):
+            model = models.from_pretrained(info["export"])
+            h = forks.entropy_at_forks(model, tokenizer, evals["heldout"][:256], eot)
+            print(json.dumps({"phase": "forks", "model": which, **h}), flush=True)
+        return
     if FLAGS.phase != "distill":
         return
     base = correct_vector(os.path.dirname(student["export"]), FLAGS.split)
     for lr in [float(x) for x in FLAGS.lrs.split(",")]:
         for method in FLAGS.methods.split(","):
-            name = f"{method}_lr{lr:g}"
+            name = f"{method}_lr{lr:g}_s{tb.student.sft_steps}"
             cfg = pipeline._stage_config(
                 config, method=method, student__tokenizer=tok_dir, teacher__tokenizer=tok_dir,
                 student__path=student["export"], teacher__path=teacher["export"], data__path=paths["train"],
