@@ -31,8 +31,8 @@ Variants (comma-separated after a colon):
 Deviations from the paper's hyper-parameters. The loss's are the paper's: β = 0.9, τ = 1, k = 10, α = 0.1,
 c = 0.1, ρ = 0.1, EM weight 1, λ = 1 (on-policy), sampling temperature 1, AdamW, grad clip 1. Changed for the
 scale: peak lr 1e-4 (from the pilot grid 3e-5, 1e-4, 3e-4; the paper: 5e-6 on 1.5B-14B models), warm-up 5 %
-(paper 10 %) then cosine to 10 % of the peak, 150 steps of 32 prompts, responses ≤ 28 tokens, float32 everywhere (CPU). The same lr, steps and
-batch for every method. GKD: the generalized JSD with the same β = 0.9 and λ = 1, without gate, ranking or EM
+(paper 10 %) then cosine to 10 % of the peak, 150 steps of 32 prompts, responses ≤ 28 tokens, float32
+everywhere (CPU). The same lr, steps and batch for every method. GKD: the generalized JSD with the same β = 0.9 and λ = 1, without gate, ranking or EM
 terms (TRL's defaults would be β = 0.5, λ = 0.5). SeqKD: teacher samples at temperature 1, cross-entropy.
 """
 
