@@ -160,3 +160,24 @@ def test_config_and_files(tmp_path):
         make_splits(0, 1, 1, 1, ProblemConfig(heldout_fraction=0.5, validation_fraction=0.5))
     with pytest.raises(ValueError, match="distinct problems"):
         make_splits(0, 10_000, 1, 1, ProblemConfig(min_steps=1, max_steps=1, max_value=18, multipliers=()))
+
+
+def test_fork_positions_by_hand():
+    from tsdkd_jax.testbed.forks import fork_positions
+
+    own = [5, 1, 7, 2, 9]
+    assert fork_positions(own, [[5, 1, 7, 2, 9]]) == []  # identical: no fork
+    assert fork_positions(own, [[6, 1], [5, 1, 8], [5, 1, 7, 3, 9, 9]]) == [0, 2, 3]
+    assert fork_positions(own, [[5, 1]]) == []  # a shorter alternative that agrees throughout
+
+
+def test_recovery_prefix_tokenizes_at_a_line_boundary(tmp_path):
+    """prefix tokens + continuation tokens = the tokens of the whole written solution, so the masked prefix
+    puts the model in exactly the state it would be in after writing those lines itself."""
+    from tsdkd_jax import data
+
+    texts = [r["prompt"] for r in SPLITS["train"]] + [r["response"] for r in SPLITS["train"]]
+    tok = data.train_tokenizer(texts, str(tmp_path), vocab_size=400)
+    ids = lambda text: tok(text, add_special_tokens=False)["input_ids"]
+    for row in SPLITS["recovery"]:
+        assert ids(row["prefix"]) + ids(row["continuation"]) == ids(row["prefix"] + row["continuation"])
