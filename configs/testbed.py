@@ -8,8 +8,8 @@ equation or sentence form, either operand order for + and *; every style ends in
 ± 1..6, × 2), split into train, validation (lr selection), held-out (1000) and a "hard" held-out split of 4-5
 steps (longer than any training chain); 10 % extra SFT rows with one wrong intermediate written as a
 loss-masked prefix and the solution continued from the true value (so the teacher can score trajectories
-with mistakes in them); a byte-level BPE tokenizer; a teacher (3 layers × 96) and a student (1 layer × 48:
-too small to learn the task fully) each trained by SFT to near plateau (600 and 1800 steps); then the same
+with mistakes in them); a byte-level BPE tokenizer; a teacher (3 layers × 96) and a student (1 layer × 48)
+trained by SFT (600 and 1800 steps: neither at its plateau, see benchmarks/testbed_v2_pilot.md); then the same
 initial student distilled for 150 steps by each method, and greedy-decoding accuracy (GSM8K strict `#### N`)
 of every model on the held-out splits. Held-out accuracy on the first 256 held-out problems is also logged
 during training (`eval/heldout_accuracy` in each stage's metrics.jsonl). Prints the table and writes
