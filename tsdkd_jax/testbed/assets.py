@@ -13,7 +13,6 @@ import tempfile
 
 from tsdkd_jax import data
 from tsdkd_jax.eval import testbed_problems
-from tsdkd_jax.eval.metrics import write_jsonl
 from tsdkd_jax.models import save_pretrained
 from tsdkd_jax.train import tiny
 
@@ -35,27 +34,22 @@ def _atomic_dir(final: str, build) -> str:
 
 
 def problems(root: str, tb) -> dict[str, str]:
-    """<root>/problems/{train,validation,heldout,hard}.jsonl; validation and held-out are disjoint parts of
-    one held-out draw (validation first)."""
+    """<root>/problems/{train,validation,heldout,hard,sft}.jsonl (sft = train + recovery rows)."""
     p = tb.problems
     cfg = testbed_problems.ProblemConfig(
         min_steps=p.min_steps, max_steps=p.max_steps, hard_min_steps=p.hard_min_steps,
         hard_max_steps=p.hard_max_steps, max_value=p.max_value, max_operand=p.max_operand,
-        multipliers=tuple(p.multipliers),
+        multipliers=tuple(p.multipliers), heldout_fraction=p.heldout_fraction,
+        validation_fraction=p.validation_fraction, recovery_fraction=p.recovery_fraction,
     )  # fmt: skip
-
-    def build(tmp):
-        n_val = p.n_validation
-        splits = testbed_problems.make_splits(tb.data_seed, p.n_train, n_val + p.n_heldout, p.n_hard, cfg)
-        held = splits.pop("heldout")
-        splits["validation"], splits["heldout"] = held[:n_val], held[n_val:]
-        for name, rows in splits.items():
-            for i, row in enumerate(rows):
-                row.update(id=f"{name}-{i}", split=name)
-            write_jsonl(os.path.join(tmp, f"{name}.jsonl"), rows)
-
-    out = _atomic_dir(os.path.join(root, "problems"), build)
-    return {name: os.path.join(out, f"{name}.jsonl") for name in ("train", "validation", "heldout", "hard")}
+    out = _atomic_dir(
+        os.path.join(root, "problems"),
+        lambda tmp: testbed_problems.write_splits(
+            tmp, tb.data_seed, p.n_train, p.n_heldout, p.n_hard, cfg, n_validation=p.n_validation
+        ),
+    )
+    names = (*testbed_problems.SPLIT_NAMES, "sft")
+    return {name: os.path.join(out, f"{name}.jsonl") for name in names}
 
 
 def read_rows(path: str) -> list[dict]:

@@ -106,7 +106,10 @@ def run(config, workdir: str) -> dict:
     all_splits = ("validation", *TEST_SPLITS)
     # The tokenizer is named explicitly: a folder whose config.json says qwen2 loads as Qwen2Tokenizer, whose
     # digit-splitting pre-tokenizer does not match the BPE trained here.
-    common = {"data__path": paths["train"], "teacher__path": "", "method": "sft",
+    # SFT reads the training problems plus the recovery rows: a wrong intermediate written as a loss-masked
+    # prefix, the solution continued from the true value (assets.problems "sft").
+    common = {"data__path": paths["sft"], "data__response_prefix_field": "prefix",
+              "data__response_field": "continuation", "teacher__path": "", "method": "sft",
               "student__tokenizer": tok_dir, "teacher__tokenizer": tok_dir}  # fmt: skip
     curve = splits["validation"][: tb.curve_size]
 
