@@ -86,3 +86,12 @@ def check(
             f"To resume it with the new values deliberately, pass {OVERRIDE}."
         )
     log.warning("resuming %s with a changed configuration (checkpoint.allow_config_change): %s", where, diff)
+
+
+def check_resume_step(step: int, total_steps: int, directory) -> None:
+    """A checkpoint past total_steps cannot be continued: say so instead of exiting 0 having done nothing."""
+    if step > total_steps:
+        raise ConfigChangedError(
+            f"total_steps={total_steps} is below the step of the checkpoint to resume ({step}, in {directory}). "
+            f"Raise --config.total_steps to continue past {step}, or use another --workdir to start fresh."
+        )

@@ -1,11 +1,13 @@
-"""SIGTERM (preemption) handling that every process agrees on.
+"""SIGTERM (preemption) and SIGINT (Ctrl-C) handling that every process agrees on.
 
-Single process: a Python SIGTERM handler sets a flag; `should_stop(step)` returns it.
+Single process: a Python handler for SIGTERM and SIGINT sets a flag; `should_stop(step)` returns it, and the
+trainer saves the current step and exits 0. A second SIGINT aborts at once (KeyboardInterrupt, no save), for
+when the save itself is not wanted or hangs.
 
 Several processes with JAX's preemption service (started by `jax.distributed.initialize`, on by default):
 JAX's own notifier catches SIGTERM and agrees on a step (max over hosts + 1), so `should_stop(step)` is
 `multihost_utils.reached_preemption_sync_point(step)` and no Python handler is installed (one would shadow
-JAX's). Every process must call `should_stop` at every step, from the same first step.
+JAX's); SIGINT keeps Python's default there (it aborts). Every process must call `should_stop` at every step, from the same first step.
 
 Several processes without it: the Python flag is OR-reduced over processes (`process_allgather`) every
 `sync_every` steps — a step-deterministic collective, so all processes stop at the same step.
@@ -40,7 +42,7 @@ def _jax_preemption_service_running() -> bool:
 class PreemptionGuard:
     """Context manager (or `install()` / `uninstall()`) that turns SIGTERM into a clean stop request."""
 
-    def __init__(self, *, signals: tuple[int, ...] = (signal.SIGTERM,), sync_every: int = 1):
+    def __init__(self, *, signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT), sync_every: int = 1):
         if sync_every < 1:
             raise ValueError(f"checkpoint sync_every must be >= 1, got {sync_every}")
         self.signals = signals
@@ -74,8 +76,12 @@ class PreemptionGuard:
         self.uninstall()
 
     def _on_signal(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
+        if signum == signal.SIGINT and self._requested.is_set():
+            raise KeyboardInterrupt("second SIGINT: aborting without saving")
         if not self._requested.is_set():
-            log.warning("Received %s: will save a checkpoint and stop", signal.Signals(signum).name)
+            again = " (Ctrl-C again aborts without saving)" if signum == signal.SIGINT else ""
+            log.warning("Received %s: will save a checkpoint and stop%s", name, again)
         self._requested.set()
 
     def request_stop(self) -> None:
