@@ -64,16 +64,22 @@ def main(argv):
         sys.exit(2)
     except KeyboardInterrupt:
         fail("aborted by a second Ctrl-C: nothing saved since the last checkpoint", 130)
-    except USER_ERRORS as e:
-        if os.environ.get("TSDKD_TRACEBACK"):
+    except Exception as e:
+        message = None if os.environ.get("TSDKD_TRACEBACK") else user_message(e)
+        if message is None:
             raise
-        fail(str(e) if isinstance(e, ValueError | app.UsageError) else f"{type(e).__name__}: {e}")
-    except OSError as e:
-        if e.errno != errno.ENOSPC or os.environ.get("TSDKD_TRACEBACK"):
-            raise
-        fail(
-            f"disk full (No space left on device) writing {e.filename or 'the workdir'}: free space and rerun"
-        )
+        fail(message)
+
+
+def user_message(e: Exception) -> str | None:
+    """The one line for a user's mistake or a full disk; None for anything else (a bug: keep the traceback)."""
+    if getattr(e, "errno", None) == errno.ENOSPC or "No space left on device" in str(e):
+        return f"disk full (No space left on device) under {_WORKDIR.value}: free space, then rerun to resume"
+    if isinstance(e, ValueError | app.UsageError):
+        return str(e)
+    if isinstance(e, USER_ERRORS):
+        return f"{type(e).__name__}: {e}"
+    return None
 
 
 def _run():

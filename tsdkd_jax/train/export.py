@@ -113,9 +113,9 @@ def prepare_workdir(workdir: str, config, start_step: int) -> None:
             else:
                 shutil.rmtree(os.fspath(leftover), ignore_errors=True)
                 log.warning("removed %s, left by an interrupted export", leftover)
-    if config.checkpoint.export:
-        _check_owner(out, os.fspath(workdir))
     done = root / "DONE"
-    if start_step < config.total_steps and done.exists():
+    if start_step < config.total_steps and done.exists():  # first: even if the check below stops this run
         done.unlink()
         log.warning("removed %s: it was left by an earlier run; this one trains on", done)
+    if config.checkpoint.export:
+        _check_owner(out, os.fspath(workdir))
