@@ -127,6 +127,10 @@ def test_sigint_saves_the_current_step_and_a_second_one_aborts(tiny_dir, tmp_pat
     proc = _popen(work2, "--config.total_steps=6", "--config.debug.step_sleep=1.0")
     _wait_for(lambda: (work2 / "metrics.jsonl").exists() and len(read_metrics(work2)) >= 1, proc)
     proc.send_signal(signal.SIGINT)
+    seen = []  # two signals sent at once would reach Python's handler once: wait for the first one's log line
+    while not seen or "Received SIGINT" not in seen[-1]:
+        seen.append(proc.stderr.readline())
+        assert seen[-1], "".join(seen)[-3000:]
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=300) == 130
     assert "aborted by a second Ctrl-C" in proc.stderr.read()
