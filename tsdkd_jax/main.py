@@ -63,7 +63,7 @@ def main(argv):
         logging.error("%s", e)
         sys.exit(2)
     except KeyboardInterrupt:
-        fail("aborted by a second Ctrl-C: nothing saved since the last checkpoint", 130)
+        fail("interrupted (Ctrl-C) outside the training loop: nothing saved since the last checkpoint", 130)
     except Exception as e:
         message = None if os.environ.get("TSDKD_TRACEBACK") else user_message(e)
         if message is None:

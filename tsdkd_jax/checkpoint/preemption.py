@@ -1,8 +1,8 @@
 """SIGTERM (preemption) and SIGINT (Ctrl-C) handling that every process agrees on.
 
 Single process: a Python handler for SIGTERM and SIGINT sets a flag; `should_stop(step)` returns it, and the
-trainer saves the current step and exits 0. A second SIGINT aborts at once (KeyboardInterrupt, no save), for
-when the save itself is not wanted or hangs.
+trainer saves the current step and exits 0. A second SIGINT ends the process at once (killed by SIGINT, no
+cleanup, nothing saved), for when the save itself is not wanted or hangs.
 
 Several processes with JAX's preemption service (started by `jax.distributed.initialize`, on by default):
 JAX's own notifier catches SIGTERM and agrees on a step (max over hosts + 1), so `should_stop(step)` is
@@ -19,6 +19,7 @@ checkpointer and exits 0.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from typing import Self
@@ -78,7 +79,14 @@ class PreemptionGuard:
     def _on_signal(self, signum, frame) -> None:
         name = signal.Signals(signum).name
         if signum == signal.SIGINT and self._requested.is_set():
-            raise KeyboardInterrupt("second SIGINT: aborting without saving")
+            # Not a KeyboardInterrupt: library code that catches BaseException (seen while a step compiles)
+            # can swallow it. Die of SIGINT itself; a half-written save is swept aside at the next start.
+            os.write(
+                2, b"tsdkd_jax: error: aborted by a second Ctrl-C: nothing saved since the last checkpoint\n"
+            )
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
+            return
         if not self._requested.is_set():
             again = " (Ctrl-C again aborts without saving)" if signum == signal.SIGINT else ""
             log.warning("Received %s: will save a checkpoint and stop%s", name, again)
