@@ -77,20 +77,21 @@ class PreemptionGuard:
         self.uninstall()
 
     def _on_signal(self, signum, frame) -> None:
-        name = signal.Signals(signum).name
-        if signum == signal.SIGINT and self._requested.is_set():
-            # Not a KeyboardInterrupt: library code that catches BaseException (seen while a step compiles)
-            # can swallow it. Die of SIGINT itself; a half-written save is swept aside at the next start.
+        # Set the flag before logging: a second signal can run this handler again inside the log call.
+        first = not self._requested.is_set()
+        self._requested.set()
+        if signum == signal.SIGINT and not first:
+            # Die of SIGINT itself rather than raise KeyboardInterrupt, whose `finally` blocks would wait for
+            # the in-flight save; a half-written step is swept aside at the next start.
             os.write(
                 2, b"tsdkd_jax: error: aborted by a second Ctrl-C: nothing saved since the last checkpoint\n"
             )
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGINT)
             return
-        if not self._requested.is_set():
+        if first:
             again = " (Ctrl-C again aborts without saving)" if signum == signal.SIGINT else ""
-            log.warning("Received %s: will save a checkpoint and stop%s", name, again)
-        self._requested.set()
+            log.warning("Received %s: will save a checkpoint and stop%s", signal.Signals(signum).name, again)
 
     def request_stop(self) -> None:
         """Ask for a stop as if a signal had arrived (tests, or a trainer's own reasons)."""
