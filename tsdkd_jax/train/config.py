@@ -115,6 +115,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.checkpoint.every = 1000  # save every N steps (and on SIGTERM, and at the end)
     c.checkpoint.keep = 3  # keep the newest N steps
     c.checkpoint.async_save = True
+    # Resume a checkpoint saved with another method/loss/optim/data/model path (warns; shapes must still match)
+    c.checkpoint.allow_config_change = False
     c.checkpoint.export = True  # write the final student to <workdir>/export as an HF folder
 
     c.debug = ml_collections.ConfigDict()
@@ -184,8 +186,13 @@ def validate(config, *, device_count: int = 1, process_count: int = 1, check_pat
         )
     if config.optim.grad_accum < 1:
         raise _err("optim.grad_accum", f"must be >= 1, got {config.optim.grad_accum}")
-    if config.checkpoint.every < 1:
-        raise _err("checkpoint.every", f"must be >= 1, got {config.checkpoint.every}")
+    for field in ("every", "keep"):  # keep=0 would keep no checkpoint at all
+        if config.checkpoint[field] < 1:
+            raise _err(f"checkpoint.{field}", f"must be >= 1, got {config.checkpoint[field]}")
+    if config.loss.chunk_size < 1:
+        raise _err("loss.chunk_size", f"must be >= 1, got {config.loss.chunk_size}")
+    if config.loss.rank_k < 1:
+        raise _err("loss.rank_k", f"must be >= 1, got {config.loss.rank_k}")
 
     b, k = config.data.batch_size, config.optim.grad_accum
     if b % k:
@@ -249,6 +256,14 @@ def check_pair(config, student_tokenizer, teacher_tokenizer=None) -> None:
     if config.method == "sft":
         return
     t = _hf_config(config.teacher.path, "teacher.path")
+    # the loss's top-k runs over the vocabulary both sides' logits are brought to (see loss.vocab_policy)
+    vocab = t["vocab_size"] if config.loss.vocab_policy == "pad_student" else s["vocab_size"]
+    if (
+        config.loss.use_indirect
+        and config.method in ("tsdkd", "tsdkd_official")
+        and config.loss.rank_k > vocab
+    ):
+        raise _err("loss.rank_k", f"{config.loss.rank_k} exceeds the models' vocabulary size {vocab}")
     if s["vocab_size"] > t["vocab_size"]:
         raise _err(
             "teacher.path",
