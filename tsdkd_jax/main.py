@@ -41,6 +41,10 @@ def main(argv):
             testbed.run(config, _WORKDIR.value or os.path.join("workdir", "testbed"))
         elif _WORKDIR.value is None:
             raise app.UsageError("--workdir is required")
+        elif "layerdrop" in config:  # configs/gemma3_270m_layerdrop.py: one trainer run per method
+            from tsdkd_jax.experiments import layerdrop
+
+            layerdrop.run(config, _WORKDIR.value)
         else:
             train.run(config, _WORKDIR.value)
     except train.NonFiniteLossError as e:
