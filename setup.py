@@ -22,7 +22,10 @@ setuptools.setup(
     name="tsdkd_jax",
     version="0.1.0",
     description="Token-Selective Dual Knowledge Distillation (TSD-KD) for LLMs in JAX/Flax NNX",
-    packages=setuptools.find_packages(include=["tsdkd_jax", "tsdkd_jax.*"]),
+    # configs/ (the experiment files) also ships inside the package as tsdkd_jax.configs, so a non-editable
+    # install finds the default config (main.py) without a checkout
+    packages=setuptools.find_packages(include=["tsdkd_jax", "tsdkd_jax.*"]) + ["tsdkd_jax.configs"],
+    package_dir={"tsdkd_jax.configs": "configs"},
     python_requires=">=3.11",
     install_requires=CORE,
     extras_require={

@@ -59,7 +59,7 @@ def _base() -> ml_collections.ConfigDict:
     c.student.compute_dtype = "float32"  # CPU
     c.teacher.dtype = "float32"
     c.data.prompt_field = "prompt"
-    c.data.response_field = "response"
+    c.data.response_field = ""  # on-policy (λ = 1): prompts only; the student writes the responses
     c.data.max_prompt_len = 96  # the problems are ≤ ~70 tokens with the template
     c.data.max_response_len = 24
     c.data.prompt_bucket = "max"  # one prompt shape → one compiled step
