@@ -78,15 +78,26 @@ def test_unsupported_quantisation_names_the_type(tmp_path):
         models.from_pretrained(path)
 
 
-def test_unsupported_architecture_is_named(tmp_path):
-    path = tmp_path / "phi.gguf"
-    w = gguf.GGUFWriter(str(path), "phi2")
+def _minimal(path, arch, **strings):
+    w = gguf.GGUFWriter(str(path), arch)
+    for key, value in strings.items():
+        w.add_string(key.replace("__", "."), value)
     w.add_tensor("token_embd.weight", np.zeros((8, 4), np.float32))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+    return path
+
+
+def test_unsupported_architecture_is_named(tmp_path):
     with pytest.raises(ValueError, match="architecture 'phi2'"):
+        models.from_pretrained(_minimal(tmp_path / "phi.gguf", "phi2"))
+
+
+def test_rope_scaling_is_refused(tmp_path):
+    path = _minimal(tmp_path / "long.gguf", "llama", llama__rope__scaling__type="linear")
+    with pytest.raises(ValueError, match=r"RoPE scaling \(linear\)"):
         models.from_pretrained(path)
 
 

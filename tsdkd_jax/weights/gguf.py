@@ -173,6 +173,14 @@ def hf_config(meta: dict, reader, path: str) -> dict:
         return meta.get(f"{arch}.{key}", default)
 
     names = {t.name for t in reader.tensors}
+    scaling = get("rope.scaling.type")
+    if (scaling not in (None, "none")) or "rope_freqs.weight" in names:
+        # Llama 3.1+ (rope_freqs) and long-context Gemma 3 (linear) store RoPE scaling we do not map yet
+        raise ValueError(
+            f"GGUF file {path} uses RoPE scaling ({scaling or 'rope_freqs.weight'}), not supported"
+        )
+    if "token_embd.weight" not in names:
+        raise ValueError(f"GGUF file {path} has no token_embd.weight tensor")
     embed = next(t for t in reader.tensors if t.name == "token_embd.weight")
     raw = {
         "model_type": ARCHITECTURES[arch],
