@@ -13,14 +13,17 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from tsdkd_jax import checkpoint, train
+from tsdkd_jax import checkpoint, logs, train
 from tsdkd_jax.parallel import distributed
 
-_TESTBED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "testbed.py")
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", _TESTBED if os.path.isfile(_TESTBED) else "configs/testbed.py", "Experiment config file.",
-    lock_config=True,
+_HERE = os.path.dirname(os.path.abspath(__file__))
+# A checkout's configs/ (beside the package), else the copy a non-editable install ships as tsdkd_jax.configs.
+_TESTBED = next(
+    (p for p in (os.path.join(os.path.dirname(_HERE), "configs", "testbed.py"),
+                 os.path.join(_HERE, "configs", "testbed.py")) if os.path.isfile(p)),
+    "configs/testbed.py",
 )  # fmt: skip
+_CONFIG = config_flags.DEFINE_config_file("config", _TESTBED, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (default for the testbed: ./workdir/testbed).")
 _DISTRIBUTED = flags.DEFINE_enum(
     "distributed", None, list(distributed.METHODS), "How to join a multi-process job (default: auto-detect)."
@@ -42,7 +45,7 @@ def fail(message: str, code: int = 2):
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.INFO)
+    logs.configure()  # quiet libraries unless --verbosity is given
     distributed.initialize(method=_DISTRIBUTED.value)  # a no-op for one process
     logging.info(
         "process %d/%d, %d local / %d global devices (%s)",
@@ -57,6 +60,10 @@ def main(argv):
             testbed.run(config, _WORKDIR.value or os.path.join("workdir", "testbed"))
         elif _WORKDIR.value is None:
             raise app.UsageError("--workdir is required")
+        elif "layerdrop" in config:  # configs/gemma3_270m_layerdrop.py: one trainer run per method
+            from tsdkd_jax.experiments import layerdrop
+
+            layerdrop.run(config, _WORKDIR.value)
         else:
             train.run(config, _WORKDIR.value)
     except train.NonFiniteLossError as e:
