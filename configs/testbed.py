@@ -135,9 +135,7 @@ def get_config(arg=None):
     tb.sft_batch = 32  # SFT prompts per step
 
     tb.distill_steps = 150  # distillation steps per stage
-    tb.eval_every = (
-        150 if study else 50
-    )  # validation accuracy (greedy) every N distillation steps (the curve)
+    tb.eval_every = 0 if study else 50  # validation accuracy every N distillation steps (curve); 0: none
     tb.curve_size = 256  # validation problems used for the curve
     tb.eval_batch = 64  # prompts per greedy-decoding batch
     tb.eval_max_new_tokens = 40  # hard solutions are ≤ 38 tokens

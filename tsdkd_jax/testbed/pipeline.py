@@ -55,7 +55,7 @@ class _Context:
             seed=seed, data__seed=seed, optim__lr=lr,
         )  # fmt: skip
         hook = curve_hook(name, self.curve, self.tokenizer, tb, tb.distill_steps, tb.eval_every)
-        stage = train_stage(name, cfg, folder, hook)
+        stage = train_stage(name, cfg, folder, hook if tb.eval_every else None)
         return evaluate_stage(name, stage, {s: self.splits[s] for s in eval_splits}, self.tokenizer, tb)
 
 
@@ -103,7 +103,6 @@ def run(config, workdir: str) -> dict:
 
     say("[1/5] problems and tokenizer")
     root, paths, tok_dir, tokenizer, splits = _assets(config, workdir)
-    all_splits = ("validation", *TEST_SPLITS)
     # The tokenizer is named explicitly: a folder whose config.json says qwen2 loads as Qwen2Tokenizer, whose
     # digit-splitting pre-tokenizer does not match the BPE trained here.
     # SFT reads the training problems plus the recovery rows: a wrong intermediate written as a loss-masked
@@ -139,7 +138,9 @@ def run(config, workdir: str) -> dict:
             lr = lr_of(tb, lrs, name)
             reuse = sweep_table is not None and seed == tb.sweep.seed and name in tb.sweep.methods
             folder = _sweep_dir(workdir, name, lr) if reuse else os.path.join(sdir, name)
-            results[f"seed{seed}/{name}"] = ctx.distill(name, lr, seed, student["export"], folder, all_splits)
+            results[f"seed{seed}/{name}"] = ctx.distill(
+                name, lr, seed, student["export"], folder, TEST_SPLITS
+            )
             if name == "tsdkd":  # the per-token view of the flagship stage
                 diagnostics.write_selections(folder, paths["heldout"])
 
