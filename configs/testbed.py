@@ -27,7 +27,8 @@ Variants (comma-separated after a colon):
   study   the evidence run: 5 paired seeds (each its own initial student; problems, tokenizer and teacher
           shared), the lr sweep (every method at lr 3e-5, 1e-4, 3e-4 on seed 0, chosen on validation), the
           ablations (gate only, gate + EM, gate + ranking, EM alone) and sensitivity (EM weight 0.1, k = 2) at
-          TSD-KD's lr; paired CIs over seeds × problems. Runtime: see benchmarks/RESULTS.md
+          TSD-KD's lr; paired CIs over seeds × problems. ~40 min on 2 shared CPU cores (2026-11-29;
+          benchmarks/RESULTS.md "Testbed v2" has its table and verdict)
   more    adds supervised KD and DistiLLM (skew KL) to the compared methods
   ablate  adds the ablation and sensitivity stages to a one-seed run
 
