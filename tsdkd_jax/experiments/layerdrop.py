@@ -21,6 +21,7 @@ import ml_collections
 
 from tsdkd_jax import data, models, train
 from tsdkd_jax import eval as eval_lib
+from tsdkd_jax.eval.metrics import read_json, write_json
 from tsdkd_jax.parallel import distributed
 
 SCORER = "gsm8k_flexible"  # a base model answers in its own words: score the last number it writes
@@ -29,21 +30,6 @@ STOP = ("\n\n", "Question:")
 
 def say(msg: str) -> None:
     print(msg, flush=True)
-
-
-def _write_json(path: str, value) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(value, f, indent=1)
-    os.replace(path + ".tmp", path)
-
-
-def _read_json(path: str):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
 
 
 def build_assets(ld, workdir: str) -> dict:
@@ -75,7 +61,7 @@ def stage_config(config, method: str, assets: dict) -> ml_collections.ConfigDict
 
 def train_stage(config, workdir: str) -> dict:
     """Runs (or resumes, or skips) one trainer run; returns {"export", "seconds", "kl_before", "kl_after"}."""
-    info = _read_json(os.path.join(workdir, "stage.json"))
+    info = read_json(os.path.join(workdir, "stage.json"))
     if info and distributed.is_done(workdir):
         say(f"  {config.method}: done earlier ({info['seconds']:.0f} s), skipped")
         return info
@@ -89,7 +75,7 @@ def train_stage(config, workdir: str) -> dict:
         "kl_before": kls[0] if kls else None,
         "kl_after": kls[-1] if kls else None,
     }
-    _write_json(os.path.join(workdir, "stage.json"), info)
+    write_json(os.path.join(workdir, "stage.json"), info)
     say(f"  {config.method}: finished in {info['seconds']:.0f} s")
     return info
 
@@ -117,23 +103,23 @@ def run(config, workdir: str) -> dict:
     assets = build_assets(ld, workdir)
     rows = assets["heldout_rows"][: ld.eval_problems]
     tokenizer = data.load_tokenizer(assets["teacher"])
-    cached = _read_json(os.path.join(workdir, "accuracy.json")) or {}
+    cached = read_json(os.path.join(workdir, "accuracy.json")) or {}
     table = {}
     for name in ("teacher", "initial student"):
         key = "teacher" if name == "teacher" else "student"
         if name not in cached:
             cached[name] = accuracy(assets[key], rows, ld, tokenizer)
-            _write_json(os.path.join(workdir, "accuracy.json"), cached)
+            write_json(os.path.join(workdir, "accuracy.json"), cached)
         table[name] = {"accuracy": cached[name]}
     for method in ld.methods:
         stage = train_stage(stage_config(config, method, assets), os.path.join(workdir, method))
         table.setdefault("initial student", {}).setdefault("kl", stage["kl_before"])
         if method not in cached:
             cached[method] = accuracy(stage["export"], rows, ld, tokenizer)
-            _write_json(os.path.join(workdir, "accuracy.json"), cached)
+            write_json(os.path.join(workdir, "accuracy.json"), cached)
         table[method] = {"accuracy": cached[method], "kl": stage["kl_after"], "seconds": stage["seconds"]}
     results = {"table": table, "keep": list(ld.keep), "seconds": time.perf_counter() - t0}
-    _write_json(os.path.join(workdir, "results.json"), results)
+    write_json(os.path.join(workdir, "results.json"), results)
     md = markdown(table, len(rows))
     with open(os.path.join(workdir, "results.md"), "w") as f:
         f.write(md)

@@ -64,12 +64,18 @@ def sweep_table(sweep: dict | None) -> str:
     return "lr sweep, validation accuracy % (sweep seed):\n\n" + "\n".join(lines)
 
 
-def verdict_text(summary: dict) -> str:
+def verdict_text(summary: dict, n_seeds: int) -> str:
     v = summary.get("verdict")
     if not v:
         return ""
     checks = "; ".join(f"{k}: {'yes' if ok else 'no'}" for k, ok in v["checks"].items())
-    return f"**Verdict: {v['verdict']}** ({checks})."
+    caveat = (
+        " One seed: its CIs cover problems only, and one initial student can favour any method; the claim "
+        "is tested by `configs/testbed.py:study` (5 paired seeds, benchmarks/RESULTS.md)."
+        if n_seeds == 1
+        else ""
+    )
+    return f"**Verdict of this run: {v['verdict']}** ({checks}).{caveat}"
 
 
 def machine() -> dict:
@@ -185,7 +191,9 @@ def write(workdir: str, config, results: dict, *, wall_seconds: float, extra: di
         "differ between CPUs and XLA builds. Training stages "
         f"{sum(r['seconds'] for r in results.values()):.0f} s in all, each timed by the invocation that ran it."
     )
-    text = "\n\n".join(x for x in (md, verdict_text(summary), sweep_table(extra.get("sweep")), footer) if x)
+    text = "\n\n".join(
+        x for x in (md, verdict_text(summary, len(tb.seeds)), sweep_table(extra.get("sweep")), footer) if x
+    )
     with open(os.path.join(workdir, "results.md"), "w") as f:
         f.write("# Testbed results\n\n" + text + "\n")
     with open(os.path.join(workdir, "results.json"), "w") as f:

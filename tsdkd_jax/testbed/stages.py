@@ -17,6 +17,7 @@ from flax import nnx
 
 from tsdkd_jax import data, models, train
 from tsdkd_jax import eval as eval_lib
+from tsdkd_jax.eval.metrics import read_json, write_json
 from tsdkd_jax.parallel import distributed
 from tsdkd_jax.testbed import diagnostics
 
@@ -55,21 +56,6 @@ def lr_of(tb, lrs: dict, name: str) -> float:
     return float(lrs[method])
 
 
-def _read_json(path: str):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def _write_json(path: str, value) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(value, f, indent=1)
-    os.replace(path + ".tmp", path)
-
-
 def _fingerprint(config) -> dict:
     """The settings that make a stage's result (paths left out: a workdir may be moved or copied)."""
     keys = ("method", "seed", "total_steps", "optim", "loss", "sampling")
@@ -79,7 +65,7 @@ def _fingerprint(config) -> dict:
 
 def train_stage(name: str, config, workdir: str, make_hook=None) -> dict:
     """Runs (or resumes, or skips) one trainer run; returns {"export", "steps", "seconds"}."""
-    info = _read_json(os.path.join(workdir, "stage.json"))
+    info = read_json(os.path.join(workdir, "stage.json"))
     export = os.path.join(workdir, "export")
     if info and distributed.is_done(workdir) and os.path.isdir(export):
         if info.get("config", _fingerprint(config)) != json.loads(json.dumps(_fingerprint(config))):
@@ -96,7 +82,7 @@ def train_stage(name: str, config, workdir: str, make_hook=None) -> dict:
     seconds = time.perf_counter() - t0  # this invocation only when the stage was resumed
     info = {"export": export, "steps": config.total_steps, "seconds": seconds, "method": config.method,
             "config": _fingerprint(config)}  # fmt: skip
-    _write_json(os.path.join(workdir, "stage.json"), info)
+    write_json(os.path.join(workdir, "stage.json"), info)
     if os.path.exists(os.path.join(workdir, "eval.json")):  # an evaluation of an earlier model
         os.remove(os.path.join(workdir, "eval.json"))
     say(f"  {name}: finished in {seconds:.0f} s")
@@ -118,7 +104,7 @@ def evaluate_stage(name: str, stage: dict, splits: dict, tokenizer, tb) -> dict:
     (with the per-problem results the paired statistics need)."""
     folder = os.path.dirname(stage["export"])
     path = os.path.join(folder, "eval.json")
-    cached = _read_json(path) or {}
+    cached = read_json(path) or {}
     missing = [
         s for s in splits if s not in cached or len(cached[s].get("per_problem", ())) != len(splits[s])
     ]
@@ -138,7 +124,7 @@ def evaluate_stage(name: str, stage: dict, splits: dict, tokenizer, tb) -> dict:
                 jsonl_path=jsonl,
             )
             cached[split] = {**metrics, "per_problem": per_problem}
-        _write_json(path, cached)
+        write_json(path, cached)
     shown = {s: cached[s] for s in splits}
     say(f"  {name}: " + ", ".join(
         f"{s} {100 * m['accuracy']:.1f}% ({int(m['correct'])}/{int(m['n'])})" for s, m in shown.items()
