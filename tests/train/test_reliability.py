@@ -199,3 +199,22 @@ def test_export_killed_between_renames_is_recovered_and_leftovers_swept(tiny_con
     t.run()  # the finished run exports again (old export aside, new one renamed in, old one removed)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".export")] == []
     assert sorted(p.name for p in (tmp_path / "export").iterdir()) == files
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0, reason="mounting a small tmpfs (a real full disk) needs root; CI runs as root"
+)
+def test_full_disk_ends_in_one_short_line(tiny_dir, tmp_path):
+    """A real ENOSPC (a 600 KiB tmpfs fills at the first checkpoint): one `disk full` line, exit code 2, and
+    not hundreds of lines of Orbax's background-thread tracebacks before it."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mnt)], check=False).returncode:
+        pytest.skip("this machine does not allow a tmpfs mount")
+    try:
+        out = _run(mnt / "run", "--config.total_steps=6")
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+    line = _one_line_error(out, "disk full", "No space left on device")
+    assert str(mnt / "run") in line
+    assert len(out.stderr.splitlines()) < 60, out.stderr[-3000:]
