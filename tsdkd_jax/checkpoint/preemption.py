@@ -1,11 +1,13 @@
-"""SIGTERM (preemption) handling that every process agrees on.
+"""SIGTERM (preemption) and SIGINT (Ctrl-C) handling that every process agrees on.
 
-Single process: a Python SIGTERM handler sets a flag; `should_stop(step)` returns it.
+Single process: a Python handler for SIGTERM and SIGINT sets a flag; `should_stop(step)` returns it, and the
+trainer saves the current step and exits 0. A second SIGINT ends the process at once (killed by SIGINT, no
+cleanup, nothing saved), for when the save itself is not wanted or hangs.
 
 Several processes with JAX's preemption service (started by `jax.distributed.initialize`, on by default):
 JAX's own notifier catches SIGTERM and agrees on a step (max over hosts + 1), so `should_stop(step)` is
 `multihost_utils.reached_preemption_sync_point(step)` and no Python handler is installed (one would shadow
-JAX's). Every process must call `should_stop` at every step, from the same first step.
+JAX's); SIGINT keeps Python's default there (it aborts). Every process must call `should_stop` at every step, from the same first step.
 
 Several processes without it: the Python flag is OR-reduced over processes (`process_allgather`) every
 `sync_every` steps — a step-deterministic collective, so all processes stop at the same step.
@@ -17,6 +19,7 @@ checkpointer and exits 0.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from typing import Self
@@ -40,7 +43,7 @@ def _jax_preemption_service_running() -> bool:
 class PreemptionGuard:
     """Context manager (or `install()` / `uninstall()`) that turns SIGTERM into a clean stop request."""
 
-    def __init__(self, *, signals: tuple[int, ...] = (signal.SIGTERM,), sync_every: int = 1):
+    def __init__(self, *, signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT), sync_every: int = 1):
         if sync_every < 1:
             raise ValueError(f"checkpoint sync_every must be >= 1, got {sync_every}")
         self.signals = signals
@@ -74,9 +77,21 @@ class PreemptionGuard:
         self.uninstall()
 
     def _on_signal(self, signum, frame) -> None:
-        if not self._requested.is_set():
-            log.warning("Received %s: will save a checkpoint and stop", signal.Signals(signum).name)
+        # Set the flag before logging: a second signal can run this handler again inside the log call.
+        first = not self._requested.is_set()
         self._requested.set()
+        if signum == signal.SIGINT and not first:
+            # Die of SIGINT itself rather than raise KeyboardInterrupt, whose `finally` blocks would wait for
+            # the in-flight save; a half-written step is swept aside at the next start.
+            os.write(
+                2, b"tsdkd_jax: error: aborted by a second Ctrl-C: nothing saved since the last checkpoint\n"
+            )
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
+            return
+        if first:
+            again = " (Ctrl-C again aborts without saving)" if signum == signal.SIGINT else ""
+            log.warning("Received %s: will save a checkpoint and stop%s", signal.Signals(signum).name, again)
 
     def request_stop(self) -> None:
         """Ask for a stop as if a signal had arrived (tests, or a trainer's own reasons)."""

@@ -25,6 +25,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.prompt_field = "prompt"  # column with the prompt text (one user turn), e.g. "instruction"
     c.system_field = ""  # optional column with a system message (text prompts only; empty/absent = none)
     c.response_field = ""  # optional response column ("" = none); = messages_field: the last assistant turn
+    # optional column with the start of the assistant's answer, written but not trained on: its tokens go
+    # after the assistant header on the prompt side (attended to, no loss); "" or absent in a row = none
+    c.response_prefix_field = ""
     c.max_prompt_len = 512  # prompt tokens incl. the chat template; longer prompts are dropped and counted
     c.max_response_len = 256  # response tokens incl. the end-of-turn token; padded to this length
     c.truncate_responses = False  # over-long responses: False = drop the row, True = cut (then no EOS)
@@ -60,6 +63,7 @@ _STR_FIELDS = (
     "prompt_field",
     "system_field",
     "response_field",
+    "response_prefix_field",
     "prompt_bucket",
 )
 
@@ -125,6 +129,12 @@ def validate(config: Mapping[str, Any], *, process_count: int = 1) -> None:
         )
     if cfg["response_field"] and cfg["response_field"] in (cfg["prompt_field"], cfg["system_field"]):
         raise ValueError(f"data.response_field={cfg['response_field']!r} is also the prompt/system field")
+    prefix = cfg["response_prefix_field"]
+    if prefix and (not cfg["response_field"] or prefix in (cfg["response_field"], cfg["prompt_field"])):
+        raise ValueError(
+            f"data.response_prefix_field={prefix!r} needs a response_field and must differ from it and from "
+            "prompt_field"
+        )
     for k in ("max_prompt_len", "batch_size", "bucket_multiple"):
         if cfg[k] <= 0:
             raise ValueError(f"data.{k} must be positive, got {cfg[k]}")

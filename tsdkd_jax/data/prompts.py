@@ -165,7 +165,15 @@ def tokenize_rows(
         if why:
             bad.add(why, i)
             continue
-        prompt = np.asarray(chat_prompt_ids(tokenizer, turns), np.int32)
+        prompt = chat_prompt_ids(tokenizer, turns)
+        prefix_field = cfg.get("response_prefix_field", "")
+        prefix = row.get(prefix_field) if prefix_field else None
+        if prefix:  # the answer's start, written but not trained on: after the assistant header
+            if not isinstance(prefix, str):
+                bad.add((prefix_field, f"not text ({type(prefix).__name__})"), i)
+                continue
+            prompt = prompt + tokenizer(prefix, add_special_tokens=False)["input_ids"]
+        prompt = np.asarray(prompt, np.int32)
         if len(prompt) > cfg["max_prompt_len"]:
             dropped.add(("prompt", f"longer than data.max_prompt_len={cfg['max_prompt_len']}"), i)
             continue

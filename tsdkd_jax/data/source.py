@@ -35,8 +35,11 @@ class Rows:
 
 
 def _read_json(path: str) -> list[Any]:
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:  # name the file: the bare error does not
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8") from None
     if not path.endswith(".jsonl"):
         try:
             data = json.loads(text)
@@ -100,7 +103,14 @@ def read_rows(path: str, *, subset: str = "", split: str = "train", max_rows: in
         return Rows(rows[:max_rows] if max_rows else rows, path)
     import datasets
 
-    ds = datasets.load_dataset(path, subset or None, split=split)
+    try:
+        ds = datasets.load_dataset(path, subset or None, split=split)
+    except Exception as e:  # unreachable hub, unknown name, offline mode: all end in the same advice
+        raise ValueError(
+            f"data.path={path!r}: could not load it as a Hugging Face hub dataset ({type(e).__name__}: "
+            f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}). Offline, or a typo? Point "
+            f"data.path at a local file or folder ({', '.join(LOCAL_FORMATS)}) instead."
+        ) from e
     if max_rows:
         ds = ds.select(range(min(max_rows, len(ds))))
     return Rows(ds, f"{path}[{split}]")

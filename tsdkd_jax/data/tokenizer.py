@@ -19,7 +19,11 @@ CHATML_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 
 
 def load_tokenizer(name_or_path: str) -> transformers.PreTrainedTokenizerBase:
-    """Loads a tokenizer from a local folder, or from the hub when given a name and online."""
+    """Loads a tokenizer from a local folder, a .gguf file (its vocabulary), or the hub (a name, online)."""
+    if os.path.isfile(name_or_path) and name_or_path.endswith(".gguf"):
+        from tsdkd_jax.weights import gguf
+
+        return gguf.load_tokenizer(name_or_path)
     if os.path.isdir(name_or_path):
         if not any(
             os.path.exists(os.path.join(name_or_path, f)) for f in ("tokenizer.json", "tokenizer_config.json")
@@ -65,7 +69,27 @@ def chat_prompt_ids(
     text = tokenizer.apply_chat_template(
         list(messages), tokenize=False, add_generation_prompt=add_generation_prompt
     )
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+    return with_bos(tokenizer, tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def bos_prefix(tokenizer: transformers.PreTrainedTokenizerBase) -> list[int]:
+    """[bos id] when the tokenizer puts BOS before text by default (Gemma, Llama), else [] (Qwen)."""
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return []
+    return [int(bos)] if tokenizer("a")["input_ids"][:1] == [bos] else []
+
+
+def with_bos(tokenizer: transformers.PreTrainedTokenizerBase, ids: Sequence[int]) -> list[int]:
+    """`ids` with the tokenizer's BOS in front when it expects one and `ids` does not start with it already.
+
+    Text that becomes tokens with `add_special_tokens=False` (a rendered chat template, a raw prompt) gets the
+    BOS the model was trained with even when the template (or the lack of one) does not write it, as
+    transformers' and lm-eval's default encodings do; a template that writes it is not given a second one.
+    """
+    ids = [int(i) for i in ids]
+    prefix = bos_prefix(tokenizer)
+    return ids if not prefix or ids[:1] == prefix else prefix + ids
 
 
 def eos_token_ids(

@@ -11,7 +11,8 @@ Any lm-eval task (IFEval, BBH, MuSR, ...) runs on a JAX model without exporting 
 (`lm_eval --model tsdkd_jax` itself cannot find the model: lm-eval 0.4.13 has no plugin discovery, so the
 module must be imported first, which `python -m tsdkd_jax.eval.harness` does.) model_args: path (HF folder,
 required unless a model object is given), tokenizer (default: path), dtype, max_length (default: the
-config's max_position_embeddings, else 2048), max_gen_toks (256), seed, add_bos_token, bucket_multiple.
+config's max_position_embeddings, else 2048), max_gen_toks (256), seed, add_bos_token (default: the tokenizer's own default, as lm-eval's HF backend:
+Gemma's adds <bos>), bucket_multiple.
 Generation uses `runner.generate_texts`, scoring `runner.continuation_logprobs`, the same code as the native
 evaluation, so both give the same outputs and log-likelihoods for the same token ids.
 """
@@ -45,7 +46,7 @@ class TsdkdLM(TemplateLM):
         max_length: int | None = None,
         max_gen_toks: int = 256,
         seed: int = 0,
-        add_bos_token: bool = False,
+        add_bos_token: bool | None = None,
         bucket_multiple: int = 64,
         eos_token_ids: tuple[int, ...] | None = None,
         **_: Any,  # lm-eval also passes device / max_batch_size; they do not apply here
@@ -71,7 +72,8 @@ class TsdkdLM(TemplateLM):
         self.batch_size = int(batch_size) if str(batch_size or "").isdigit() else 8
         self.max_gen_toks = int(max_gen_toks)
         self.seed = int(seed)
-        self.add_bos_token = bool(add_bos_token)
+        # None: the tokenizer's own default, like lm-eval's HF backend (Gemma's tokenizer adds <bos>)
+        self.add_bos_token = None if add_bos_token is None else _as_bool(add_bos_token)
         self.bucket_multiple = int(bucket_multiple)
         self._name = str(path or getattr(tokenizer, "name_or_path", "model"))
 
@@ -83,8 +85,9 @@ class TsdkdLM(TemplateLM):
 
     @property
     def prefix_token_id(self) -> int:
+        # As lm-eval's HF backend: the context of an empty-context request is BOS, else the end-of-text id.
         bos = self.tokenizer.bos_token_id
-        return int(bos) if self.add_bos_token and bos is not None else self.eot_token_id
+        return int(bos) if bos is not None else self.eot_token_id
 
     @property
     def max_length(self) -> int:
@@ -95,8 +98,13 @@ class TsdkdLM(TemplateLM):
         return self._name.replace("/", "__")
 
     def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
-        special = self.add_bos_token if add_special_tokens is None else add_special_tokens
-        return self.tokenizer(string, add_special_tokens=special)["input_ids"]
+        if add_special_tokens is None:
+            add_special_tokens = self.add_bos_token
+            bos = self.tokenizer.bos_token
+            if bos and string.startswith(bos):  # already there (e.g. a chat template wrote it): not twice
+                add_special_tokens = False
+        kwargs = {} if add_special_tokens is None else {"add_special_tokens": add_special_tokens}
+        return self.tokenizer(string, **kwargs)["input_ids"]
 
     def tok_decode(self, tokens) -> str:
         return self.tokenizer.decode(list(tokens), skip_special_tokens=False)
@@ -175,6 +183,15 @@ class TsdkdLM(TemplateLM):
                 results[i] = text
                 self.cache_hook.add_partial("generate_until", requests[i].args, text)
         return results
+
+
+def _as_bool(value) -> bool:
+    """model_args arrive as strings from lm-eval's command line ("add_bos_token=False")."""
+    if isinstance(value, str):
+        if value.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"tsdkd_jax: add_bos_token must be true or false, got {value!r}")
+        return value.lower() in ("true", "1")
+    return bool(value)
 
 
 def main(argv: list[str] | None = None) -> None:

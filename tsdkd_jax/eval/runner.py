@@ -19,7 +19,7 @@ import numpy as np
 from flax import nnx
 
 from tsdkd_jax import sampling
-from tsdkd_jax.data.tokenizer import chat_prompt_ids
+from tsdkd_jax.data.tokenizer import chat_prompt_ids, with_bos
 from tsdkd_jax.eval.metrics import accuracy, write_jsonl
 from tsdkd_jax.eval.scorers import Scorer, get_scorer, gold_letter
 
@@ -30,7 +30,7 @@ def encode_prompts(tokenizer, prompts: Sequence[Any], *, chat: bool = True) -> l
     """Token ids per prompt: a chat (str = one user turn) ending with the assistant header, or raw text."""
     if chat:
         return [chat_prompt_ids(tokenizer, p) for p in prompts]
-    return [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    return [with_bos(tokenizer, tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:
@@ -248,8 +248,10 @@ def evaluate_choices(
             n_spaces = len(context) - len(context.rstrip())  # trailing spaces belong to the continuation
             if n_spaces:
                 context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
-            whole = tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
-            n_ctx = len(tokenizer(context, add_special_tokens=False)["input_ids"])
+            whole = with_bos(
+                tokenizer, tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
+            )
+            n_ctx = len(with_bos(tokenizer, tokenizer(context, add_special_tokens=False)["input_ids"]))
             contexts.append(whole[:n_ctx])
             continuations.append(whole[n_ctx:])
             owner.append(i)

@@ -33,6 +33,7 @@ class LossConfig:
     use_gate: bool = True
     use_indirect: bool = True
     use_em: bool = True
+    use_direct: bool = True  # False drops the (gated) divergence term: e.g. the "EM alone" ablation
     divergence: str = "gjsd"
     skew_alpha: float = 0.1
 
@@ -49,6 +50,8 @@ class LossConfig:
         _check(0.0 <= self.skew_alpha <= 1.0, "skew_alpha", "in [0, 1]", self.skew_alpha)
         for name in ("rank_weight", "em_weight"):
             _check(math.isfinite(getattr(self, name)), name, "finite", getattr(self, name))
+        on = (self.use_direct, self.use_em, self.use_indirect)
+        _check(any(on), "use_direct/use_em/use_indirect", "not all False (an empty loss)", on)
 
 
 def _check(ok: bool, field: str, want: str, got) -> None:
@@ -137,7 +140,8 @@ def loss_from_stats(stats: dict[str, Array], mask: Array, cfg: LossConfig) -> tu
     else:
         indirect = zero
 
-    loss = direct + cfg.em_weight * em + cfg.rank_weight * indirect
+    # Without the direct term its value is still reported (a statistic, as the trainer logs it).
+    loss = (direct if cfg.use_direct else zero) + cfg.em_weight * em + cfg.rank_weight * indirect
     aux = {
         "loss/total": loss,
         "loss/direct": direct,
@@ -169,6 +173,7 @@ def tsdkd_loss(
     use_gate: bool = True,
     use_indirect: bool = True,
     use_em: bool = True,
+    use_direct: bool = True,
     divergence: str = "gjsd",
     skew_alpha: float = 0.1,
 ) -> tuple[Array, dict[str, Array]]:
@@ -176,12 +181,14 @@ def tsdkd_loss(
 
     Hyper-parameters are Python numbers (they select code paths at trace time). In the official variant
     opener_frac is the released code's single threshold (opener and EM quantile) and em_frac is unused.
-    use_gate=False gives plain GKD (gate ≡ 1); divergence picks the direct term (baselines reuse this path).
+    use_gate=False gives plain GKD (gate ≡ 1); divergence picks the direct term (baselines reuse this path);
+    use_direct=False leaves the direct term out of the loss (aux still reports its value).
     """
     cfg = make_config(
     variant=variant, beta=beta, gate_tau=gate_tau, rank_k=rank_k, rank_weight=rank_weight,
     opener_frac=opener_frac, em_frac=em_frac, em_weight=em_weight, use_gate=use_gate,
-    use_indirect=use_indirect, use_em=use_em, divergence=divergence, skew_alpha=skew_alpha,
+    use_indirect=use_indirect, use_em=use_em, use_direct=use_direct, divergence=divergence,
+    skew_alpha=skew_alpha,
   )  # fmt: skip
     if jnp.ndim(student_logits) != 3 or jnp.shape(response_mask) != jnp.shape(student_logits)[:2]:
         raise ValueError(

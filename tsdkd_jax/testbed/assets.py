@@ -34,18 +34,22 @@ def _atomic_dir(final: str, build) -> str:
 
 
 def problems(root: str, tb) -> dict[str, str]:
-    """<root>/problems/{train,heldout,hard}.jsonl."""
+    """<root>/problems/{train,validation,heldout,hard,sft}.jsonl (sft = train + recovery rows)."""
     p = tb.problems
     cfg = testbed_problems.ProblemConfig(
         min_steps=p.min_steps, max_steps=p.max_steps, hard_min_steps=p.hard_min_steps,
         hard_max_steps=p.hard_max_steps, max_value=p.max_value, max_operand=p.max_operand,
-        multipliers=tuple(p.multipliers),
+        multipliers=tuple(p.multipliers), heldout_fraction=p.heldout_fraction,
+        validation_fraction=p.validation_fraction, recovery_fraction=p.recovery_fraction,
     )  # fmt: skip
     out = _atomic_dir(
         os.path.join(root, "problems"),
-        lambda tmp: testbed_problems.write_splits(tmp, tb.data_seed, p.n_train, p.n_heldout, p.n_hard, cfg),
+        lambda tmp: testbed_problems.write_splits(
+            tmp, tb.data_seed, p.n_train, p.n_heldout, p.n_hard, cfg, n_validation=p.n_validation
+        ),
     )
-    return {name: os.path.join(out, f"{name}.jsonl") for name in ("train", "heldout", "hard")}
+    names = (*testbed_problems.SPLIT_NAMES, "sft")
+    return {name: os.path.join(out, f"{name}.jsonl") for name in names}
 
 
 def read_rows(path: str) -> list[dict]:

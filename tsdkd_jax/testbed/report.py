@@ -5,50 +5,86 @@ from __future__ import annotations
 import json
 import logging
 import os
+import platform
 import statistics
 import time
+
+from tsdkd_jax.testbed import summary as summary_lib
 
 log = logging.getLogger(__name__)
 SPLITS = ("heldout", "hard")
 LOSS_TERMS = ("loss", "loss/direct", "loss/indirect", "loss/em", "loss/ce")
 
 
-def _pct(m: dict) -> str:
-    return f"{100 * m['accuracy']:.1f} [{100 * m['ci95_low']:.1f}, {100 * m['ci95_high']:.1f}]"
+def _ci(m: dict | None) -> str:
+    return "" if not m else f"{100 * m['mean']:.1f} [{100 * m['ci_low']:.1f}, {100 * m['ci_high']:.1f}]"
 
 
-def _mean_std(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{100 * values[0]:.1f}"
-    return f"{100 * statistics.mean(values):.1f} ± {100 * statistics.stdev(values):.1f}"
+def _diff(m: dict | None) -> str:
+    return "" if not m else f"{100 * m['mean']:+.1f} [{100 * m['ci_low']:+.1f}, {100 * m['ci_high']:+.1f}]"
 
 
-def table(config, results: dict) -> str:
-    """Markdown table: one row per model; with several seeds, mean ± std of accuracy over seeds."""
+def table(config, results: dict, summary: dict, lrs: dict) -> str:
+    """Markdown table: one row per model; accuracy means with 95 % bootstrap CIs over seeds × problems, and
+    the paired held-out differences to the initial student and to GKD."""
     tb = config.testbed
     seeds = list(tb.seeds)
     shape = {"teacher": tb.teacher, "student": tb.student}
-    head = "| model | size | steps | held-out acc % | hard acc % | stage time |"
-    if len(seeds) > 1:
-        head = head.replace("acc %", f"acc % (mean ± std, {len(seeds)} seeds)")
-    else:
-        head = head.replace("acc %", "acc % [95 % CI]")
-    lines = [head, "|---|---|---:|---:|---:|---:|"]
-    rows = [("teacher (SFT)", ["teacher"], "teacher")]
-    rows.append(("initial student (brief SFT)", [f"seed{s}/student" for s in seeds], "student"))
-    rows += [(f"student + {m}", [f"seed{s}/{m}" for s in seeds], "student") for m in tb.methods]
-    for label, keys, who in rows:
+    lines = [
+        "| model | size | lr | steps | held-out acc % | Δ vs initial | Δ vs GKD | hard acc % | clip % | time |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    rows = [("teacher (SFT)", "teacher", ["teacher"], "teacher", tb.teacher.sft_lr)]
+    rows.append(("initial student (SFT)", "initial_student", [f"seed{s}/student" for s in seeds], "student",
+                 tb.student.sft_lr))  # fmt: skip
+    rows += [(f"student + {m}", m, [f"seed{s}/{m}" for s in seeds], "student", None) for m in tb.methods]
+    for label, model, keys, who, lr in rows:
         entries = [results[k] for k in keys if k in results]
-        if not entries:
+        if not entries or model not in summary:
             continue
-        if len(entries) == 1:
-            accs = [_pct(entries[0][s]) for s in SPLITS]
-        else:
-            accs = [_mean_std([e[s]["accuracy"] for e in entries]) for s in SPLITS]
-        size = f"{shape[who].layers} × {shape[who].hidden}"
+        s = summary[model]
+        lr = lr if lr is not None else lrs.get(entries[0].get("method", ""), float("nan"))
+        clip = s.get("train", {}).get("clip_frac")
+        clip = "" if clip is None else f"{100 * clip:.0f}"
         secs = statistics.mean(e["seconds"] for e in entries)
-        lines.append(f"| {label} | {size} | {entries[0]['steps']} | {accs[0]} | {accs[1]} | {secs:.0f} s |")
+        lines.append(
+            f"| {label} | {shape[who].layers} × {shape[who].hidden} | {lr:g} | {entries[0]['steps']} | "
+            f"{_ci(s.get('heldout'))} | {_diff(s.get('vs_initial'))} | {_diff(s.get('vs_gkd'))} | "
+            f"{_ci(s.get('hard'))} | {clip} | {secs:.0f} s |"
+        )
     return "\n".join(lines)
+
+
+def sweep_table(sweep: dict | None) -> str:
+    if not sweep:
+        return ""
+    lrs = list(next(iter(sweep.values())))
+    lines = ["| method | " + " | ".join(f"lr {k}" for k in lrs) + " |", "|---|" + "---:|" * len(lrs)]
+    lines += [f"| {m} | " + " | ".join(f"{100 * row[k]:.1f}" for k in lrs) + " |" for m, row in sweep.items()]
+    return "lr sweep, validation accuracy % (sweep seed):\n\n" + "\n".join(lines)
+
+
+def verdict_text(summary: dict) -> str:
+    v = summary.get("verdict")
+    if not v:
+        return ""
+    checks = "; ".join(f"{k}: {'yes' if ok else 'no'}" for k, ok in v["checks"].items())
+    return f"**Verdict: {v['verdict']}** ({checks})."
+
+
+def machine() -> dict:
+    """What the accuracies depend on (they differ between CPUs and XLA builds)."""
+    import jax
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"jax": jax.__version__, "jaxlib": jax.lib.__version__,
+            "backend": jax.default_backend(), "cpu": cpu, "cpu_count": os.cpu_count(),
+            "python": platform.python_version()}  # fmt: skip
 
 
 def read_metrics(path: str) -> list[dict]:
@@ -79,7 +115,9 @@ def plot(path: str, config, results: dict) -> bool:
             if key not in results:
                 continue
             rows = read_metrics(os.path.join(os.path.dirname(results[key]["export"]), "metrics.jsonl"))
-            pts = [(r["step"], r["eval/heldout_accuracy"]) for r in rows if "eval/heldout_accuracy" in r]
+            pts = [
+                (r["step"], r["eval/validation_accuracy"]) for r in rows if "eval/validation_accuracy" in r
+            ]
             if pts:
                 xs, ys = zip(*sorted(pts))
                 ax.plot(
@@ -96,7 +134,7 @@ def plot(path: str, config, results: dict) -> bool:
         ax.axhline(100 * s0["heldout"]["accuracy"], ls=":", color="gray", label="initial student")
     ax.set(
         xlabel="distillation step",
-        ylabel=f"held-out accuracy % (greedy; first {tb.curve_size})",
+        ylabel=f"validation accuracy % (greedy; first {tb.curve_size})",
         title="accuracy (lines: teacher, initial student)",
     )
     ax.legend(fontsize=7)
@@ -123,26 +161,38 @@ def plot(path: str, config, results: dict) -> bool:
     return True
 
 
-def write(workdir: str, config, results: dict, *, wall_seconds: float) -> str:
-    """Writes results.md / results.json / results.png; returns the Markdown table."""
-    md, p = table(config, results), config.testbed.problems
+def _strip(results: dict) -> dict:
+    """results without the per-problem lists (they are in each stage's eval.json)."""
+    return {k: {f: ({m: x for m, x in v.items() if m != "per_problem"} if isinstance(v, dict) else v)
+                for f, v in r.items()} for k, r in results.items()}  # fmt: skip
+
+
+def write(workdir: str, config, results: dict, *, wall_seconds: float, extra: dict) -> str:
+    """Writes results.md / results.json / results.png; returns the Markdown text printed at the end."""
+    tb = config.testbed
+    summary = summary_lib.summarize(results, tb.seeds, tb.methods)
+    md = table(config, results, summary, extra["lrs"])
+    p, host = tb.problems, machine()
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     footer = (
-        f"Greedy decoding, GSM8K strict scorer (`#### N`); held-out = {p.min_steps}-{p.max_steps}-step "
-        f"problems like training, hard = {p.hard_min_steps}-{p.hard_max_steps} steps. "
-        f"Wall time of this invocation {wall_seconds:.0f} s ({stamp}, {os.cpu_count()} CPUs, load {load:.1f}); "
-        f"training stages {sum(r['seconds'] for r in results.values()):.0f} s in all, each timed by the "
-        "invocation that ran it (a rerun skips finished stages)."
+        f"Greedy decoding, GSM8K strict scorer (`#### N`); {len(tb.seeds)} seed(s) × "
+        f"{len(next(iter(results.values()))['heldout']['per_problem'])} held-out problems; 95 % CIs: percentile "
+        f"bootstrap over seeds and problems, Δ paired (same seed's initial student, same problems). "
+        f"held-out = {p.min_steps}-{p.max_steps}-step problems like training, hard = "
+        f"{p.hard_min_steps}-{p.hard_max_steps} steps. Wall time of this invocation {wall_seconds:.0f} s "
+        f"({stamp}, {host['cpu']}, {host['cpu_count']} CPUs, load {load:.1f}, jax {host['jax']}); accuracies "
+        "differ between CPUs and XLA builds. Training stages "
+        f"{sum(r['seconds'] for r in results.values()):.0f} s in all, each timed by the invocation that ran it."
     )
+    text = "\n\n".join(x for x in (md, verdict_text(summary), sweep_table(extra.get("sweep")), footer) if x)
     with open(os.path.join(workdir, "results.md"), "w") as f:
-        f.write("# Testbed results\n\n" + md + "\n\n" + footer + "\n")
+        f.write("# Testbed results\n\n" + text + "\n")
     with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump(
-            {"results": results, "wall_seconds": wall_seconds, "config": config.to_dict()},
-            f,
-            indent=1,
-            default=str,
-        )
+            {"summary": summary, "results": _strip(results), **extra, "machine": host,
+             "wall_seconds": wall_seconds, "config": config.to_dict()},
+            f, indent=1, default=str,
+        )  # fmt: skip
     plot(os.path.join(workdir, "results.png"), config, results)
-    return md + "\n\n" + footer
+    return text

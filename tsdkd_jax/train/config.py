@@ -13,9 +13,11 @@ import math
 import os
 from typing import Any
 
+import jax
 import ml_collections
 
 from tsdkd_jax import data as data_lib
+from tsdkd_jax.checkpoint import workdir as wd
 
 # method → what the batch's responses are and what the loss is (see objectives.py).
 METHODS = ("tsdkd", "tsdkd_official", "gkd", "supervised_kd", "seqkd", "distillm", "sft")
@@ -71,12 +73,15 @@ def default_config() -> ml_collections.ConfigDict:
     c.loss.use_gate = True  # ablation: gate ≡ 1 when False
     c.loss.use_indirect = True  # ablation: drop the ranking term
     c.loss.use_em = True  # ablation: drop the entropy term
+    c.loss.use_direct = True  # ablation: drop the gated divergence term (with use_indirect=False: EM alone)
     c.loss.divergence = "skl"  # distillm only: "skl" (skew KL) or "srkl" (skew reverse KL)
     c.loss.skew_alpha = 0.1  # distillm skew α
     c.loss.normalize = "global"  # "global": Σ token terms / global counts; "micro_batch": mean of means
     c.loss.chunk_size = 1024  # tokens per chunk of the from-hidden loss (peak memory ∝ chunk × vocab)
     c.loss.vocab_policy = "pad_student"  # student vocab < teacher's: "pad_student" or "truncate_teacher"
     c.loss.lam = 1.0  # λ: probability that a step's responses are sampled by the student (on-policy)
+    # log grad_norm/<term> (diagnostics.py): one more loss-head forward and a backward per term, no model pass
+    c.loss.term_grad_norms = True
     c.loss.logits_dtype = "float32"  # "bfloat16": round logits to bf16 before the loss (official bf16 math)
 
     c.sampling = ml_collections.ConfigDict()
@@ -110,6 +115,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.checkpoint.every = 1000  # save every N steps (and on SIGTERM, and at the end)
     c.checkpoint.keep = 3  # keep the newest N steps
     c.checkpoint.async_save = True
+    # Resume a checkpoint saved with another method/loss/optim/data/model path (warns; shapes must still match)
+    c.checkpoint.allow_config_change = False
     c.checkpoint.export = True  # write the final student to <workdir>/export as an HF folder
 
     c.debug = ml_collections.ConfigDict()
@@ -156,6 +163,9 @@ def validate(config, *, device_count: int = 1, process_count: int = 1, check_pat
             raise _err(f"loss.{name}", f"must be in [0, 1], got {v!r}")
     if config.loss.normalize not in NORMALIZE:
         raise _err("loss.normalize", f"must be one of {NORMALIZE}, got {config.loss.normalize!r}")
+    terms = ("use_indirect", "use_em", "use_direct")
+    if config.method in ("tsdkd", "tsdkd_official") and not any(config.loss[n] for n in terms):
+        raise _err("loss.use_direct", "with use_em and use_indirect also False the loss is empty")
     if config.method == "distillm" and config.loss.divergence not in ("skl", "srkl"):
         raise _err("loss.divergence", f"distillm needs 'skl' or 'srkl', got {config.loss.divergence!r}")
     dtype_fields = (("student", "compute_dtype"), ("student", "param_dtype"), ("teacher", "dtype"),
@@ -176,8 +186,13 @@ def validate(config, *, device_count: int = 1, process_count: int = 1, check_pat
         )
     if config.optim.grad_accum < 1:
         raise _err("optim.grad_accum", f"must be >= 1, got {config.optim.grad_accum}")
-    if config.checkpoint.every < 1:
-        raise _err("checkpoint.every", f"must be >= 1, got {config.checkpoint.every}")
+    for field in ("every", "keep"):  # keep=0 would keep no checkpoint at all
+        if config.checkpoint[field] < 1:
+            raise _err(f"checkpoint.{field}", f"must be >= 1, got {config.checkpoint[field]}")
+    if config.loss.chunk_size < 1:
+        raise _err("loss.chunk_size", f"must be >= 1, got {config.loss.chunk_size}")
+    if config.loss.rank_k < 1:
+        raise _err("loss.rank_k", f"must be >= 1, got {config.loss.rank_k}")
 
     b, k = config.data.batch_size, config.optim.grad_accum
     if b % k:
@@ -241,6 +256,14 @@ def check_pair(config, student_tokenizer, teacher_tokenizer=None) -> None:
     if config.method == "sft":
         return
     t = _hf_config(config.teacher.path, "teacher.path")
+    # the loss's top-k runs over the vocabulary both sides' logits are brought to (see loss.vocab_policy)
+    vocab = t["vocab_size"] if config.loss.vocab_policy == "pad_student" else s["vocab_size"]
+    if (
+        config.loss.use_indirect
+        and config.method in ("tsdkd", "tsdkd_official")
+        and config.loss.rank_k > vocab
+    ):
+        raise _err("loss.rank_k", f"{config.loss.rank_k} exceeds the models' vocabulary size {vocab}")
     if s["vocab_size"] > t["vocab_size"]:
         raise _err(
             "teacher.path",
@@ -252,3 +275,21 @@ def check_pair(config, student_tokenizer, teacher_tokenizer=None) -> None:
             "tokenizer mismatch: the teacher's vocabulary differs from the student's "
             f"({len(teacher_tokenizer)} vs {len(student_tokenizer)} tokens); distillation needs one vocabulary",
         )
+
+
+RUN_CONFIG = "config.json"  # the run's config, in its workdir
+
+
+def record(config, workdir: str) -> None:
+    """Writes the run's config to <workdir>/config.json (process 0), so that tools such as
+    `python -m tsdkd_jax.inspect --workdir=DIR` can rebuild the run's models, data and loss."""
+    if jax.process_index() == 0:
+        wd.write_text(wd.path(workdir) / RUN_CONFIG, config.to_json_best_effort(indent=1) + "\n")
+
+
+def recorded(workdir: str) -> ml_collections.ConfigDict:
+    """The config a run recorded in its workdir (see `record`)."""
+    target = wd.path(workdir) / RUN_CONFIG
+    if not target.exists():
+        raise FileNotFoundError(f"{target}: no recorded config (is {workdir!r} a run's workdir?)")
+    return ml_collections.ConfigDict(json.loads(target.read_text()))

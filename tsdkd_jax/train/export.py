@@ -1,8 +1,11 @@
 """The trained student as a Hugging Face folder, <workdir>/export: weights, config and tokenizer.
 
 A marker, tsdkd_run.json ({method, steps, workdir, complete}), names the run that wrote the folder, so an
-export of another run (or a folder without a marker) is never overwritten. The files are written to a local
-staging folder first. Locally that folder is then renamed into place, whole. On gs://, where folders cannot
+export of another run (or a folder without a marker) is never overwritten; `prepare_workdir` checks that at
+start-up, before any training, instead of after it. The files are written to a local staging folder
+(`.export-<random>`) first. Locally the old export is then renamed aside (`.export-old-<time>`), the staging
+folder renamed into place, and the old one removed: a kill -9 between the two renames leaves the old export
+aside, which `prepare_workdir` renames back at the next start, and leftover staging folders are removed then. On gs://, where folders cannot
 be renamed, the marker is written first with complete=false (claiming the folder), then the files are
 uploaded, stale ones removed, and the marker rewritten with complete=true: a reader that sees
 `complete: true` sees the whole export, and a run interrupted mid-upload finds its own incomplete export on
@@ -17,6 +20,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 
 import jax
 import numpy as np
@@ -30,6 +34,8 @@ from tsdkd_jax.train import rollout
 log = logging.getLogger(__name__)
 
 MARKER = "tsdkd_run.json"
+STAGING_PREFIX = ".export-"  # staging folders beside <workdir>/export
+OLD_PREFIX = ".export-old-"  # the previous export, aside while the new one is renamed into place
 
 
 def export_student(graphdef, params, tokenizer, workdir: str, *, method: str, steps: int) -> str:
@@ -38,12 +44,12 @@ def export_student(graphdef, params, tokenizer, workdir: str, *, method: str, st
     model = nnx.merge(graphdef, rollout.to_host(params))  # collective
     model.dtype = np.dtype("float32")
     if jax.process_index() == 0:
-        prev = read_marker(out) if out.exists() else {"workdir": workdir}
-        if prev is None or prev.get("workdir") != workdir:
-            raise FileExistsError(f"{out} holds an export of another run ({prev}); not overwriting it")
+        _check_owner(out, workdir)
         out.parent.mkdir(parents=True, exist_ok=True)
         # Locally the staging folder sits beside `out` (one filesystem: an atomic rename).
-        tmp = tempfile.mkdtemp(prefix=".export-", dir=None if wd.is_remote(out) else os.fspath(out.parent))
+        tmp = tempfile.mkdtemp(
+            prefix=STAGING_PREFIX, dir=None if wd.is_remote(out) else os.fspath(out.parent)
+        )
         try:
             models.save_pretrained(model, tmp)
             tokenizer.save_pretrained(tmp)
@@ -60,9 +66,11 @@ def _publish(staging: str, out, marker: dict) -> None:
     names = sorted(os.listdir(staging))
     if not wd.is_remote(out):
         wd.write_text(wd.path(staging) / MARKER, json.dumps({**marker, "complete": True}))
+        old = os.path.join(os.fspath(out.parent), f"{OLD_PREFIX}{time.time_ns()}")
         if out.exists():
-            out.rmtree()
+            os.rename(os.fspath(out), old)
         os.rename(staging, os.fspath(out))
+        shutil.rmtree(old, ignore_errors=True)
         return
     wd.write_text(out / MARKER, json.dumps({**marker, "complete": False}))
     for name in names:
@@ -79,3 +87,35 @@ def read_marker(folder) -> dict | None:
         return json.loads((wd.path(folder) / MARKER).read_text())
     except (OSError, ValueError):
         return None
+
+
+def _check_owner(out, workdir: str) -> None:
+    prev = read_marker(out) if out.exists() else {"workdir": workdir}
+    if prev is None or prev.get("workdir") != workdir:
+        raise FileExistsError(
+            f"{out} holds an export of another run (marker: {prev}); not overwriting it. A workdir copied from "
+            f"another run brings that run's export: move {out} away (or delete it) and run again."
+        )
+
+
+def prepare_workdir(workdir: str, config, start_step: int) -> None:
+    """Process 0, at start-up: finish or undo an export interrupted by a kill (see the module docstring),
+    refuse now an export folder this run could not overwrite at the end, and remove a DONE marker left by an
+    earlier run when this one will train (launch/'s resume-until-done trusts DONE)."""
+    if jax.process_index() != 0:
+        return
+    root, out = wd.path(workdir), wd.path(workdir) / "export"
+    if not wd.is_remote(root) and root.is_dir():
+        for leftover in sorted(p for p in root.iterdir() if p.name.startswith(STAGING_PREFIX)):
+            if leftover.name.startswith(OLD_PREFIX) and not out.exists():
+                os.rename(os.fspath(leftover), os.fspath(out))  # killed between the two renames
+                log.warning("restored the previous export from %s (an export was interrupted)", leftover)
+            else:
+                shutil.rmtree(os.fspath(leftover), ignore_errors=True)
+                log.warning("removed %s, left by an interrupted export", leftover)
+    done = root / "DONE"
+    if start_step < config.total_steps and done.exists():  # first: even if the check below stops this run
+        done.unlink()
+        log.warning("removed %s: it was left by an earlier run; this one trains on", done)
+    if config.checkpoint.export:
+        _check_owner(out, os.fspath(workdir))

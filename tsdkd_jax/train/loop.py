@@ -21,7 +21,7 @@ from tsdkd_jax import checkpoint, data, models, parallel, plan, sampling
 from tsdkd_jax.checkpoint import workdir as workdir_lib
 from tsdkd_jax.parallel import distributed
 from tsdkd_jax.train import config as config_lib
-from tsdkd_jax.train import evaluate, perf, rollout
+from tsdkd_jax.train import diagnostics, evaluate, perf, rollout
 from tsdkd_jax.train import export as export_lib
 from tsdkd_jax.train import state as state_lib
 from tsdkd_jax.train import step as step_lib
@@ -35,12 +35,17 @@ __all__ = ["NonFiniteLossError", "Trainer", "run"]
 class Trainer:
     """Holds the run's models, state and compiled step; `run()` trains to `config.total_steps`."""
 
+    # fn(texts) -> {name: value}: metrics of each sampled step's decoded responses (diagnostics.py), or None
+    response_metrics = None
+
     def __init__(self, config, workdir: str):
         workdir_lib.check(workdir)  # a gs:// workdir without gcsfs fails here, not at the first save
         self.config, self.workdir = config, os.fspath(workdir_lib.path(workdir))
         c = config
         devices = jax.devices()[: c.mesh.devices or None]
         config_lib.validate(c, device_count=len(devices), process_count=jax.process_count())
+        self.lock = checkpoint.acquire_workdir_lock(self.workdir)  # one trainer per workdir (process 0)
+        config_lib.record(c, self.workdir)  # <workdir>/config.json, read by tsdkd_jax.inspect
         plan.warn_if_too_big(c, devices)  # before loading or compiling anything
         self.tokenizer = data.load_tokenizer(config_lib.tokenizer_path(c, "student"))
         t_tok_path = config_lib.tokenizer_path(c, "teacher")
@@ -81,16 +86,17 @@ class Trainer:
         self.tx = state_lib.optimizer(c)
         abstract_params = jax.eval_shape(lambda p: p, params)
         self.shardings = state_lib.state_shardings(p_shardings, self.tx, abstract_params, self.mesh)
-        self.ckpt = checkpoint.Checkpointer(
-            self.workdir, save_interval_steps=c.checkpoint.every, max_to_keep=c.checkpoint.keep,
-            async_save=c.checkpoint.async_save,
-        )  # fmt: skip
 
         train_set, heldout, self.data_stats = data.load_prompt_data(
             c.data, self.tokenizer, eos_ids=self.eos_ids, process_count=jax.process_count()
         )
         self.heldout = heldout
         self.iterator = data.PromptIterator.from_config(train_set, c.data, pad_id=self.pad_id)
+        self.ckpt = checkpoint.Checkpointer(
+            self.workdir, save_interval_steps=c.checkpoint.every, max_to_keep=c.checkpoint.keep,
+            async_save=c.checkpoint.async_save, run_identity=checkpoint.run_identity(c, train_set),
+            allow_config_change=c.checkpoint.allow_config_change,
+        )  # fmt: skip
 
         self.start_step = 0
         if self.ckpt.latest_step() is not None:
@@ -101,9 +107,11 @@ class Trainer:
             self.state, meta = self.ckpt.restore(target)
             self.iterator.set_state(meta["data"])
             self.start_step = int(self.state["step"])
+            checkpoint.check_resume_step(self.start_step, c.total_steps, self.ckpt.directory)
             log.info("resumed from %s at step %d", self.ckpt.directory, self.start_step)
         else:
             self.state = state_lib.init_state(params, self.tx, c.seed, self.shardings)
+        export_lib.prepare_workdir(self.workdir, c, self.start_step)  # after a kill -9, a copy, a DONE run
         self._compile_step()
         self._log_summary()
 
@@ -244,6 +252,7 @@ class Trainer:
                         "flops": self.step_flops(batch),
                     }
                     extra.update(profiled)
+                    extra.update(diagnostics.response_metrics(self, batch) if sampled else {})  # host work
                     pending = (step, metrics, extra, t_dispatch)
                     if hook is not None and (values := hook(step, self.state["params"])):
                         writer.write(step, values)
@@ -265,7 +274,7 @@ class Trainer:
                     if c.debug.step_sleep:
                         time.sleep(c.debug.step_sleep)
                     if stop:
-                        log.warning("stopping at step %d after SIGTERM (checkpoint saved)", step)
+                        log.warning("stopping at step %d after a stop signal (checkpoint saved)", step)
                         break
                 if pending is not None:
                     last = self._finish(pending, writer)
@@ -278,8 +287,13 @@ class Trainer:
             try:
                 writer.close()
             finally:
-                self.ckpt.close()
+                self.close()
         return last
+
+    def close(self) -> None:
+        """Close the checkpoint manager and release the workdir lock (run() does this itself)."""
+        self.ckpt.close()
+        self.lock.release()
 
     def export(self) -> str:
         """The student as an HF folder at <workdir>/export (see export.py)."""

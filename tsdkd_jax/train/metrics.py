@@ -14,13 +14,13 @@ import json
 import logging
 import math
 import os
-import sys
 import time
 from typing import Any
 
 import jax
 
 from tsdkd_jax.checkpoint import workdir as wd
+from tsdkd_jax.train import progress
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +82,10 @@ class MetricsWriter:
         self.enabled = jax.process_index() == 0
         self.total, self.start = total_steps, start_step
         self.t0 = time.perf_counter()
-        self.interactive = sys.stderr.isatty()
         self._tb = None
         if not self.enabled:
             return
+        self._bar = progress.Bar(total_steps, start_step) if progress.wanted() else None
         root = wd.path(workdir)
         root.mkdir(parents=True, exist_ok=True)
         self.path = root / "metrics.jsonl"
@@ -118,21 +118,14 @@ class MetricsWriter:
             for k, v in row.items():
                 if k != "step" and math.isfinite(v):
                     self._tb.add_scalar(k, v, step)
-        if self.interactive and "loss" in row:
-            done = step - self.start
-            elapsed = time.perf_counter() - self.t0
-            eta = elapsed / max(done, 1) * (self.total - step)
-            sys.stderr.write(
-                f"\rstep {step}/{self.total} loss {row['loss']:.4f} "
-                f"{done / max(elapsed, 1e-9):.2f} steps/s ETA {eta:,.0f}s   "
-            )
-            sys.stderr.flush()
+        if self._bar is not None and "loss" in row:
+            self._bar.update(step, row["loss"])
 
     def close(self) -> None:
         if not self.enabled:
             return
-        if self.interactive:
-            sys.stderr.write("\n")
+        if self._bar is not None:
+            self._bar.close()
         if self.remote:
             self._flush_remote()
         else:

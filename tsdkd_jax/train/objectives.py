@@ -43,6 +43,7 @@ def loss_config(config) -> losses.LossConfig | None:
             use_gate=lc.use_gate,
             use_indirect=lc.use_indirect,
             use_em=lc.use_em,
+            use_direct=lc.use_direct,
             **common,
         )
     divergence = {"gkd": "gjsd", "supervised_kd": "fkl", "distillm": lc.divergence}[m]
@@ -159,7 +160,7 @@ def ce_sums(stats, mask) -> dict[str, tuple[Array, Array]]:
 def term_weights(cfg: losses.LossConfig | None) -> dict[str, float]:
     if cfg is None:
         return {"loss/ce": 1.0}
-    w = {"loss/direct": 1.0}
+    w = {"loss/direct": 1.0} if cfg.use_direct else {}  # without it, loss/direct is logged as a statistic
     if cfg.use_em:
         w["loss/em"] = cfg.em_weight
     if cfg.use_indirect:

@@ -16,6 +16,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from tsdkd_jax import parallel
+from tsdkd_jax.train import diagnostics
 
 
 def schedule(config) -> optax.Schedule:
@@ -32,9 +33,11 @@ def schedule(config) -> optax.Schedule:
 
 
 def optimizer(config) -> optax.GradientTransformation:
+    """AdamW after global-norm clipping; the first link counts the clipped steps (the clip_frac metric)."""
     o = config.optim
     adamw = optax.adamw(schedule(config), b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay)
-    return optax.chain(optax.clip_by_global_norm(o.grad_clip), adamw) if o.grad_clip > 0 else adamw
+    clip = [optax.clip_by_global_norm(o.grad_clip)] if o.grad_clip > 0 else []
+    return optax.chain(diagnostics.count_clipped(o.grad_clip), *clip, adamw)
 
 
 def param_shardings(model: nnx.Module, mesh, rules) -> dict[str, Any]:

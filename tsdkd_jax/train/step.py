@@ -25,6 +25,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from tsdkd_jax import losses
+from tsdkd_jax.train import diagnostics
 from tsdkd_jax.train import objectives as obj
 
 
@@ -39,6 +40,7 @@ class StepSpec:
     vocab_policy: str
     mask_pad_id: int = -1  # ≥ 0 (official parity, pad = EOS): tokens equal to it are masked everywhere
     logits_dtype: str = "float32"  # "bfloat16": logits rounded to bf16 before the (f32) loss (official)
+    term_grad_norms: bool = True  # grad_norm/<term> of KD losses (diagnostics.py)
     nan_at_step: int = -1  # test hook
     nan_term: str = "loss/direct"
     mesh: Mesh | None = None
@@ -94,11 +96,8 @@ def _selection_prepass(params, graphdef, mbs, spec: StepSpec):
     return sel_masks
 
 
-def _micro_loss(params, mb, teacher_hidden, sel_masks, counts, step, *, graphdef, teacher, spec: StepSpec):
-    """(loss contribution, (terms, sums)) of one micro-batch; see objectives.py for the normalisation."""
-    n = mb["labels"].shape[-1]
-    student = nnx.merge(graphdef, params)
-    hs = response_hidden(student, mb, n)
+def _head(hs, mb, teacher_hidden, sel_masks, counts, *, student, teacher, spec: StepSpec):
+    """(terms, sums) of one micro-batch from the student's response hidden states (the loss head)."""
     cfg, mask = spec.loss_cfg, mb["loss_mask"]
     if cfg is None:
         stats = obj.ce_token_stats(hs, mb["labels"], s_unembed=student.unembed, chunk_size=spec.chunk_size)
@@ -109,16 +108,30 @@ def _micro_loss(params, mb, teacher_hidden, sel_masks, counts, step, *, graphdef
             sel_masks = obj.selections(stats["h_s"], mask, cfg)
         sums = obj.kd_sums(stats, mask, cfg, sel_masks)
     if spec.normalize == "micro_batch":
-        terms = obj.micro_batch_terms(stats, mask, cfg, sums, spec.grad_accum)
-    else:
-        counts = counts or {name: sums[name][1] for name in obj.term_weights(cfg)}
-        terms = obj.global_terms(sums, counts, cfg)
+        return obj.micro_batch_terms(stats, mask, cfg, sums, spec.grad_accum), sums
+    counts = counts or {name: sums[name][1] for name in obj.term_weights(cfg)}
+    return obj.global_terms(sums, counts, cfg), sums
+
+
+def _micro_loss(params, mb, teacher_hidden, sel_masks, counts, step, *, graphdef, teacher, spec: StepSpec):
+    """(loss contribution, (terms, sums, squared per-term hidden-state gradient norms)) of one micro-batch;
+    see objectives.py for the normalisation and diagnostics.py for the norms."""
+    n = mb["labels"].shape[-1]
+    student = nnx.merge(graphdef, params)
+    hs = response_hidden(student, mb, n)
+    head = functools.partial(_head, mb=mb, teacher_hidden=teacher_hidden, sel_masks=sel_masks, counts=counts,
+                             teacher=teacher, spec=spec)  # fmt: skip
+    terms, sums = head(hs, student=student)
+    weights = obj.term_weights(spec.loss_cfg)
+    grad_sq = {}
+    if spec.loss_cfg is not None and spec.term_grad_norms:  # through the head only, weights held fixed
+        frozen = nnx.merge(graphdef, jax.lax.stop_gradient(params))
+        grad_sq = diagnostics.term_grad_sq(lambda h: head(h, student=frozen)[0], hs, weights)
     if spec.nan_at_step >= 0:  # test hook: poison one term at one step
         name = spec.nan_term if spec.nan_term in terms else next(iter(terms))
         terms[name] = terms[name] + jnp.where(step + 1 == spec.nan_at_step, jnp.nan, 0.0)
-    weights = obj.term_weights(cfg)
     loss = sum(weights[name] * terms[name] for name in terms)
-    return loss, (terms, sums)
+    return loss, (terms, sums, grad_sq)
 
 
 def teacher_hidden(teacher_params, batch, *, teacher_graphdef, spec: StepSpec):
@@ -133,8 +146,9 @@ def teacher_hidden(teacher_params, batch, *, teacher_graphdef, spec: StepSpec):
 def student_grads(
     params, step, teacher_params, batch, teacher_hiddens=None, *, graphdef, teacher_graphdef, spec: StepSpec
 ):
-    """Summed gradients, terms and (numerator, count) sums over the accumulation window, and the token
-    count. The teacher's hidden states are computed per micro-batch inside the scan unless given."""
+    """Summed gradients, terms and (numerator, count) sums over the accumulation window, the token count,
+    and the per-term squared hidden-state gradient norms (diagnostics.py). The teacher's hidden states are
+    computed per micro-batch inside the scan unless given."""
     k, cfg = spec.grad_accum, spec.loss_cfg
     inputs = score_inputs(batch, spec)
     mbs = {name: _split_micro(x, k, spec) for name, x in inputs.items()}
@@ -160,13 +174,8 @@ def student_grads(
         mb, sm, th = xs
         if teacher is not None and th is None:  # frozen: forward only, outside the differentiated function
             th = jax.lax.stop_gradient(response_hidden(teacher, mb, mb["labels"].shape[-1]))
-        (_, (terms, sums)), grads = grad_fn(params, mb, th, sm)
-        acc_grads, acc_terms, acc_sums = carry
-        return (
-            jax.tree.map(jnp.add, acc_grads, grads),
-            jax.tree.map(jnp.add, acc_terms, terms),
-            jax.tree.map(jnp.add, acc_sums, sums),
-        ), None
+        (_, aux), grads = grad_fn(params, mb, th, sm)  # aux: terms, sums, squared grad norms
+        return (jax.tree.map(jnp.add, carry[0], grads), *jax.tree.map(jnp.add, carry[1:], aux)), None
 
     # Abstract evaluation of one micro-batch gives the carry's structure.
     mb0 = jax.tree.map(lambda x: x[0], mbs)
@@ -174,7 +183,7 @@ def student_grads(
     th0 = None
     if teacher is not None:
         th0 = jax.eval_shape(lambda mb: response_hidden(teacher, mb, mb["labels"].shape[-1]), mb0)
-    _, (terms_s, sums_s) = jax.eval_shape(
+    _, aux_s = jax.eval_shape(
         lambda p, mb, th, sm: _micro_loss(
             p, mb, th, sm, counts, step, graphdef=graphdef, teacher=teacher, spec=spec
         ),
@@ -184,12 +193,12 @@ def student_grads(
         sm0,
     )
     zeros = lambda tree: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), tree)
-    carry = (jax.tree.map(jnp.zeros_like, params), zeros(terms_s), zeros(sums_s))
-    (grads, terms, sums), _ = jax.lax.scan(body, carry, (mbs, sel_all, teacher_hiddens))
-    return grads, terms, sums, n_tok
+    carry = (jax.tree.map(jnp.zeros_like, params), *zeros(aux_s))
+    (grads, terms, sums, grad_sq), _ = jax.lax.scan(body, carry, (mbs, sel_all, teacher_hiddens))
+    return grads, terms, sums, n_tok, grad_sq
 
 
-def apply_update(state, grads, terms, sums, n_tok, *, tx, lr_fn, spec: StepSpec):
+def apply_update(state, grads, terms, sums, n_tok, grad_sq=None, *, tx, lr_fn, spec: StepSpec):
     """The optimizer update and the step's metrics from student_grads' outputs."""
     weights = obj.term_weights(spec.loss_cfg)
     loss = sum(weights[name] * terms[name] for name in terms)
@@ -203,6 +212,8 @@ def apply_update(state, grads, terms, sums, n_tok, *, tx, lr_fn, spec: StepSpec)
         "rng": state["rng"],
     }
     metrics = {"loss": loss, **terms, "grad_norm": grad_norm, "lr": lr_fn(state["step"]), "tokens": n_tok}
+    metrics.update(diagnostics.grad_norms(grad_sq or {}))
+    metrics.update(diagnostics.clip_frac(opt_state, new_state["step"]))
     metrics.update(
         {name: num / jnp.maximum(den, 1.0) for name, (num, den) in sums.items() if name not in terms}
     )
@@ -212,11 +223,11 @@ def apply_update(state, grads, terms, sums, n_tok, *, tx, lr_fn, spec: StepSpec)
 def train_step(state, teacher_params, batch, rng, *, graphdef, teacher_graphdef, tx, lr_fn, spec: StepSpec):
     """One optimizer step over the global batch → (new state, metrics); see the module docstring."""
     del rng  # the step is deterministic given its batch; sampling keys are drawn outside
-    grads, terms, sums, n_tok = student_grads(
+    out = student_grads(
         state["params"], state["step"], teacher_params, batch,
         graphdef=graphdef, teacher_graphdef=teacher_graphdef, spec=spec,
     )  # fmt: skip
-    return apply_update(state, grads, terms, sums, n_tok, tx=tx, lr_fn=lr_fn, spec=spec)
+    return apply_update(state, *out, tx=tx, lr_fn=lr_fn, spec=spec)
 
 
 def make_spec(config, *, pad_id: int, mesh, batch_axes) -> StepSpec:
@@ -231,6 +242,7 @@ def make_spec(config, *, pad_id: int, mesh, batch_axes) -> StepSpec:
         vocab_policy=c.loss.vocab_policy,
         mask_pad_id=pad_id if official else -1,
         logits_dtype=c.loss.logits_dtype,
+        term_grad_norms=c.loss.term_grad_norms,
         nan_at_step=c.debug.nan_at_step,
         nan_term=c.debug.nan_term,
         mesh=mesh,

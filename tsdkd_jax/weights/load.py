@@ -23,26 +23,18 @@ from jax.sharding import SingleDeviceSharding
 from tsdkd_jax.models.config import ModelConfig
 from tsdkd_jax.models.decoder import Decoder
 from tsdkd_jax.parallel.sharding import logical_to_sharding
-from tsdkd_jax.weights import mapping
+from tsdkd_jax.weights import gguf, mapping
 from tsdkd_jax.weights.reader import CheckpointReader
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def from_pretrained(path, dtype="float32", mesh=None, rules=None, vocab_size: int | None = None) -> Decoder:
-    """Load a HF folder (config.json + safetensors) into a Decoder with params and compute in `dtype`."""
-    path = os.fspath(path)
-    if not os.path.isfile(os.path.join(path, "config.json")):
-        raise FileNotFoundError(f"No config.json in {path}: expected a Hugging Face model folder")
+    """Load a HF folder (config.json + safetensors) or a .gguf file (see weights.gguf) into a Decoder with params and compute in `dtype`."""
     if str(dtype) not in _DTYPES:
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
     dtype = _DTYPES[str(dtype)]
-    config = ModelConfig.from_hf(path)
-    gen_path = os.path.join(path, "generation_config.json")
-    if os.path.isfile(gen_path):
-        with open(gen_path) as f:
-            config = dataclasses.replace(config, generation_config=json.load(f))
-    reader = CheckpointReader(path)
+    config, reader = _open(os.fspath(path))
     ckpt_sizes = mapping.dim_sizes(config)
     entries = mapping.table(config)
     _check_tensors(reader, entries, ckpt_sizes, config.num_layers)
@@ -67,6 +59,24 @@ def from_pretrained(path, dtype="float32", mesh=None, rules=None, vocab_size: in
         value = _make_param(reader, entry, ckpt_sizes, var.shape, dtype, sharding, config.num_layers)
         flat.append((key, var.replace(value)))
     return nnx.merge(graphdef, nnx.from_flat_state(flat))
+
+
+def _open(path: str):
+    """(ModelConfig, reader) of an HF folder, a .gguf file, or a folder holding one .gguf (no config.json)."""
+    gguf_path = gguf.find_gguf(path)
+    if gguf_path is not None:
+        reader = gguf.GGUFCheckpoint(gguf_path)
+        return ModelConfig.from_hf(reader.hf_config), reader
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise FileNotFoundError(
+            f"No config.json in {path}: expected a Hugging Face model folder or a .gguf file"
+        )
+    config = ModelConfig.from_hf(path)
+    gen_path = os.path.join(path, "generation_config.json")
+    if os.path.isfile(gen_path):
+        with open(gen_path) as f:
+            config = dataclasses.replace(config, generation_config=json.load(f))
+    return config, CheckpointReader(path)
 
 
 def _check_tensors(reader: CheckpointReader, entries, sizes, num_layers: int):

@@ -300,6 +300,7 @@ def tsdkd_loss_paper(
     use_gate=True,
     use_indirect=True,
     use_em=True,
+    use_direct=True,
     divergence_name="gjsd",
     skew_alpha=0.1,
 ):
@@ -328,7 +329,7 @@ def tsdkd_loss_paper(
     n_em = em.sum()
     l_em = float((em * hs).sum() / n_em) if n_em > 0 else 0.0
 
-    total = l_direct
+    total = l_direct if use_direct else 0.0
     if use_em:
         total += em_weight * l_em
     if use_indirect:
