@@ -25,9 +25,9 @@ from jax.sharding import AbstractMesh, AxisType
 from tsdkd_jax.models.decoder import layer_param_specs
 from tsdkd_jax.parallel import DEFAULT_RULES, logical_to_sharding
 from tsdkd_jax.parallel.mesh import AXES
+from tsdkd_jax.train import methods
 
 F32 = 4
-ON_POLICY = ("tsdkd", "tsdkd_official", "gkd", "distillm")
 # Live [tokens, V] float32 buffers of one loss chunk: both sides' logits, log-softmaxes and probabilities,
 # the JSD mixture and its log (forward), then the chunk's recomputation and cotangents in the backward pass.
 LOSS_BUFFERS = 10
@@ -172,7 +172,8 @@ def plan(config, student, teacher, *, mesh_sizes, device: str, capacity: int) ->
     t_rules = {**rules, **c.teacher.rules.to_dict()}
     s_rules = {**rules, "embed": None}  # the sampler's (loop.Trainer.sampling_rules)
     cs, ct = np.dtype(c.student.compute_dtype).itemsize, np.dtype(c.teacher.dtype).itemsize
-    use_teacher = c.method != "sft" and teacher is not None
+    method = methods.of(c)
+    use_teacher = method.needs_teacher and teacher is not None
     s_vocab = (
         teacher.vocab_size if (use_teacher and c.student.resize_vocab_to_teacher) else student.vocab_size
     )
@@ -193,10 +194,11 @@ def plan(config, student, teacher, *, mesh_sizes, device: str, capacity: int) ->
 
     # Sampling: which models sample, and with which batch.
     samplers = []
-    if c.method in ON_POLICY and c.loss.lam > 0:
+    if methods.samples_on_policy(c):
         samplers.append(("student, on-policy", student, cs, sp, rules, s_vocab))
-    if use_teacher and (c.method == "seqkd" or c.eval_every or c.eval_at_ends):
-        why = "seqkd" if c.method == "seqkd" else "held-out eval"
+    teacher_samples = method.responses == "teacher"
+    if use_teacher and (teacher_samples or c.eval_every or c.eval_at_ends):
+        why = c.method if teacher_samples else "held-out eval"
         samplers.append((f"teacher, {why}", teacher, ct, ct, t_rules, None))
     rows_s = _shard_elems(("batch",), (b,), mesh, s_rules)
     for who, cfg, item, p_item, m_rules, vocab in samplers:

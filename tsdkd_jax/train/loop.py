@@ -21,7 +21,7 @@ from tsdkd_jax import checkpoint, data, models, parallel, plan, sampling
 from tsdkd_jax.checkpoint import workdir as workdir_lib
 from tsdkd_jax.parallel import distributed
 from tsdkd_jax.train import config as config_lib
-from tsdkd_jax.train import diagnostics, evaluate, perf, rollout
+from tsdkd_jax.train import diagnostics, evaluate, methods, perf, rollout
 from tsdkd_jax.train import export as export_lib
 from tsdkd_jax.train import state as state_lib
 from tsdkd_jax.train import step as step_lib
@@ -50,13 +50,15 @@ class Trainer:
         self.tokenizer = data.load_tokenizer(config_lib.tokenizer_path(c, "student"))
         t_tok_path = config_lib.tokenizer_path(c, "teacher")
         t_tok = None
-        if c.method != "sft" and t_tok_path != config_lib.tokenizer_path(c, "student"):
+        method = methods.of(c)
+        if method.needs_teacher and t_tok_path != config_lib.tokenizer_path(c, "student"):
             t_tok = data.load_tokenizer(t_tok_path)
         config_lib.check_pair(c, self.tokenizer, t_tok)
         self.eos_ids = data.eos_token_ids(c.student.path, self.tokenizer)
-        official = c.method == "tsdkd_official"
         self.pad_id = (
-            self.eos_ids[0] if official else data.resolve_pad_id(c.data.pad_id, self.tokenizer, self.eos_ids)
+            self.eos_ids[0]
+            if method.pad_is_eos
+            else data.resolve_pad_id(c.data.pad_id, self.tokenizer, self.eos_ids)
         )
 
         self.mesh = parallel.make_mesh(c.mesh.data, c.mesh.fsdp, c.mesh.tensor, devices=devices)
@@ -67,7 +69,7 @@ class Trainer:
 
         self.teacher_graphdef, self.teacher_params = None, None
         teacher_vocab = None
-        if c.method != "sft":
+        if method.needs_teacher:
             teacher = models.from_pretrained(c.teacher.path, c.teacher.dtype, self.mesh, self.teacher_rules)
             teacher_vocab = teacher.config.vocab_size
             self.teacher_graphdef, t_state = nnx.split(teacher)
@@ -179,13 +181,11 @@ class Trainer:
         c = self.config
         prompt_ids, prompt_mask = (self.to_global(host_batch[k]) for k in ("prompt_ids", "prompt_mask"))
         t0 = time.perf_counter()
-        sampled_by = None
-        if c.method == "seqkd":
-            sampled_by = (self.teacher_graphdef, self.teacher_params)
-        elif c.method in ("tsdkd", "tsdkd_official", "gkd", "distillm") and rollout.on_policy(
-            c.seed, step, c.loss.lam
-        ):
-            sampled_by = (self.graphdef, self.state["params"])
+        sampled_by = {
+            "teacher": (self.teacher_graphdef, self.teacher_params),
+            "student": (self.graphdef, self.state["params"]),
+            None: None,
+        }[methods.responder(c, rollout.on_policy(c.seed, step, c.loss.lam))]
         if sampled_by is not None:
             key = sampling.sample_key(c.seed, step, 0)
             tokens, mask = self.sample(*sampled_by, prompt_ids, prompt_mask, key)

@@ -25,7 +25,8 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from tsdkd_jax import losses
-from tsdkd_jax.train import diagnostics
+from tsdkd_jax.losses import terms as loss_terms
+from tsdkd_jax.train import diagnostics, methods
 from tsdkd_jax.train import objectives as obj
 
 
@@ -90,7 +91,7 @@ def _selection_prepass(params, graphdef, mbs, spec: StepSpec):
         student = nnx.merge(graphdef, params)
         hs = response_hidden(student, mb, n)
         h = obj.student_entropy(hs, s_unembed=student.unembed, chunk_size=spec.chunk_size)
-        return None, obj.selections(jax.lax.stop_gradient(h), mb["loss_mask"], spec.loss_cfg)
+        return None, loss_terms.selections(jax.lax.stop_gradient(h), mb["loss_mask"], spec.loss_cfg)
 
     _, sel_masks = jax.lax.scan(body, None, mbs)
     return sel_masks
@@ -101,15 +102,15 @@ def _head(hs, mb, teacher_hidden, sel_masks, counts, *, student, teacher, spec: 
     cfg, mask = spec.loss_cfg, mb["loss_mask"]
     if cfg is None:
         stats = obj.ce_token_stats(hs, mb["labels"], s_unembed=student.unembed, chunk_size=spec.chunk_size)
-        sums = obj.ce_sums(stats, mask)
+        sums = loss_terms.ce_sums(stats, mask)
     else:
         stats = kd_stats(hs, teacher_hidden, student=student, teacher=teacher, spec=spec)
         if sel_masks is None:
-            sel_masks = obj.selections(stats["h_s"], mask, cfg)
-        sums = obj.kd_sums(stats, mask, cfg, sel_masks)
+            sel_masks = loss_terms.selections(stats["h_s"], mask, cfg)
+        sums = loss_terms.kd_sums(stats, mask, cfg, sel_masks)
     if spec.normalize == "micro_batch":
         return obj.micro_batch_terms(stats, mask, cfg, sums, spec.grad_accum), sums
-    counts = counts or {name: sums[name][1] for name in obj.term_weights(cfg)}
+    counts = counts or {name: sums[name][1] for name in loss_terms.term_weights(cfg)}
     return obj.global_terms(sums, counts, cfg), sums
 
 
@@ -122,7 +123,7 @@ def _micro_loss(params, mb, teacher_hidden, sel_masks, counts, step, *, graphdef
     head = functools.partial(_head, mb=mb, teacher_hidden=teacher_hidden, sel_masks=sel_masks, counts=counts,
                              teacher=teacher, spec=spec)  # fmt: skip
     terms, sums = head(hs, student=student)
-    weights = obj.term_weights(spec.loss_cfg)
+    weights = loss_terms.term_weights(spec.loss_cfg)  # held fixed by the per-term gradient norms
     grad_sq = {}
     if spec.loss_cfg is not None and spec.term_grad_norms:  # through the head only, weights held fixed
         frozen = nnx.merge(graphdef, jax.lax.stop_gradient(params))
@@ -130,8 +131,7 @@ def _micro_loss(params, mb, teacher_hidden, sel_masks, counts, step, *, graphdef
     if spec.nan_at_step >= 0:  # test hook: poison one term at one step
         name = spec.nan_term if spec.nan_term in terms else next(iter(terms))
         terms[name] = terms[name] + jnp.where(step + 1 == spec.nan_at_step, jnp.nan, 0.0)
-    loss = sum(weights[name] * terms[name] for name in terms)
-    return loss, (terms, sums, grad_sq)
+    return loss_terms.combine(terms, spec.loss_cfg), (terms, sums, grad_sq)
 
 
 def teacher_hidden(teacher_params, batch, *, teacher_graphdef, spec: StepSpec):
@@ -200,8 +200,7 @@ def student_grads(
 
 def apply_update(state, grads, terms, sums, n_tok, grad_sq=None, *, tx, lr_fn, spec: StepSpec):
     """The optimizer update and the step's metrics from student_grads' outputs."""
-    weights = obj.term_weights(spec.loss_cfg)
-    loss = sum(weights[name] * terms[name] for name in terms)
+    loss = loss_terms.combine(terms, spec.loss_cfg)
     grad_norm = optax.tree.norm(grads)
     params = state["params"]
     updates, opt_state = tx.update(grads, state["opt_state"], params)
@@ -233,9 +232,9 @@ def train_step(state, teacher_params, batch, rng, *, graphdef, teacher_graphdef,
 def make_spec(config, *, pad_id: int, mesh, batch_axes) -> StepSpec:
     """The StepSpec of an experiment config (pad_id: the run's pad token, masked in the official variant)."""
     c = config
-    official = c.method == "tsdkd_official"
+    official = methods.of(c).pad_is_eos
     return StepSpec(
-        loss_cfg=obj.loss_config(c),
+        loss_cfg=methods.loss_config(c),
         normalize=c.loss.normalize,
         grad_accum=c.optim.grad_accum,
         chunk_size=c.loss.chunk_size,
