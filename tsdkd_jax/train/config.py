@@ -119,8 +119,6 @@ def default_config() -> ml_collections.ConfigDict:
     c.checkpoint.export = True  # write the final student to <workdir>/export as an HF folder
 
     c.debug = ml_collections.ConfigDict()
-    c.debug.nan_at_step = -1  # test hook: make `nan_term` NaN at this (1-based) step
-    c.debug.nan_term = "loss/direct"  # which term the hook poisons
     c.debug.step_sleep = 0.0  # test hook: seconds to sleep after each step (SIGTERM tests)
     return c
 

@@ -42,8 +42,6 @@ class StepSpec:
     mask_pad_id: int = -1  # ≥ 0 (official parity, pad = EOS): tokens equal to it are masked everywhere
     logits_dtype: str = "float32"  # "bfloat16": logits rounded to bf16 before the (f32) loss (official)
     term_grad_norms: bool = True  # grad_norm/<term> of KD losses (diagnostics.py)
-    nan_at_step: int = -1  # test hook
-    nan_term: str = "loss/direct"
     mesh: Mesh | None = None
     batch_axes: Any = ("data", "fsdp")
 
@@ -114,7 +112,7 @@ def _head(hs, mb, teacher_hidden, sel_masks, counts, *, student, teacher, spec: 
     return obj.global_terms(sums, counts, cfg), sums
 
 
-def _micro_loss(params, mb, teacher_hidden, sel_masks, counts, step, *, graphdef, teacher, spec: StepSpec):
+def _micro_loss(params, mb, teacher_hidden, sel_masks, counts, *, graphdef, teacher, spec: StepSpec):
     """(loss contribution, (terms, sums, squared per-term hidden-state gradient norms)) of one micro-batch;
     see objectives.py for the normalisation and diagnostics.py for the norms."""
     n = mb["labels"].shape[-1]
@@ -128,9 +126,6 @@ def _micro_loss(params, mb, teacher_hidden, sel_masks, counts, step, *, graphdef
     if spec.loss_cfg is not None and spec.term_grad_norms:  # through the head only, weights held fixed
         frozen = nnx.merge(graphdef, jax.lax.stop_gradient(params))
         grad_sq = diagnostics.term_grad_sq(lambda h: head(h, student=frozen)[0], hs, weights)
-    if spec.nan_at_step >= 0:  # test hook: poison one term at one step
-        name = spec.nan_term if spec.nan_term in terms else next(iter(terms))
-        terms[name] = terms[name] + jnp.where(step + 1 == spec.nan_at_step, jnp.nan, 0.0)
     return loss_terms.combine(terms, spec.loss_cfg), (terms, sums, grad_sq)
 
 
@@ -144,7 +139,7 @@ def teacher_hidden(teacher_params, batch, *, teacher_graphdef, spec: StepSpec):
 
 
 def student_grads(
-    params, step, teacher_params, batch, teacher_hiddens=None, *, graphdef, teacher_graphdef, spec: StepSpec
+    params, teacher_params, batch, teacher_hiddens=None, *, graphdef, teacher_graphdef, spec: StepSpec
 ):
     """Summed gradients, terms and (numerator, count) sums over the accumulation window, the token count,
     and the per-term squared hidden-state gradient norms (diagnostics.py). The teacher's hidden states are
@@ -165,7 +160,7 @@ def student_grads(
     teacher = None if teacher_graphdef is None else nnx.merge(teacher_graphdef, teacher_params)
     grad_fn = jax.value_and_grad(
         lambda p, mb, th, sm: _micro_loss(
-            p, mb, th, sm, counts, step, graphdef=graphdef, teacher=teacher, spec=spec
+            p, mb, th, sm, counts, graphdef=graphdef, teacher=teacher, spec=spec
         ),
         has_aux=True,
     )
@@ -185,7 +180,7 @@ def student_grads(
         th0 = jax.eval_shape(lambda mb: response_hidden(teacher, mb, mb["labels"].shape[-1]), mb0)
     _, aux_s = jax.eval_shape(
         lambda p, mb, th, sm: _micro_loss(
-            p, mb, th, sm, counts, step, graphdef=graphdef, teacher=teacher, spec=spec
+            p, mb, th, sm, counts, graphdef=graphdef, teacher=teacher, spec=spec
         ),
         params,
         mb0,
@@ -223,7 +218,7 @@ def train_step(state, teacher_params, batch, rng, *, graphdef, teacher_graphdef,
     """One optimizer step over the global batch → (new state, metrics); see the module docstring."""
     del rng  # the step is deterministic given its batch; sampling keys are drawn outside
     out = student_grads(
-        state["params"], state["step"], teacher_params, batch,
+        state["params"], teacher_params, batch,
         graphdef=graphdef, teacher_graphdef=teacher_graphdef, spec=spec,
     )  # fmt: skip
     return apply_update(state, *out, tx=tx, lr_fn=lr_fn, spec=spec)
@@ -242,8 +237,6 @@ def make_spec(config, *, pad_id: int, mesh, batch_axes) -> StepSpec:
         mask_pad_id=pad_id if official else -1,
         logits_dtype=c.loss.logits_dtype,
         term_grad_norms=c.loss.term_grad_norms,
-        nan_at_step=c.debug.nan_at_step,
-        nan_term=c.debug.nan_term,
         mesh=mesh,
         batch_axes=batch_axes,
     )
