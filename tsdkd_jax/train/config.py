@@ -118,6 +118,11 @@ def default_config() -> ml_collections.ConfigDict:
     c.checkpoint.allow_config_change = False
     c.checkpoint.export = True  # write the final student to <workdir>/export as an HF folder
 
+    c.assets = ml_collections.ConfigDict()  # generated model folders and data (train/assets.py)
+    c.assets.builder = ""  # "" = none; "tiny": tiny.build(dir, teacher_head_scale) before the run starts
+    c.assets.dir = ""
+    c.assets.teacher_head_scale = 40.0
+
     c.debug = ml_collections.ConfigDict()
     c.debug.step_sleep = 0.0  # test hook: seconds to sleep after each step (SIGTERM tests)
     return c

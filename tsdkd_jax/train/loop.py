@@ -20,8 +20,8 @@ from flax import nnx
 from tsdkd_jax import checkpoint, data, models, parallel, plan, sampling
 from tsdkd_jax.checkpoint import workdir as workdir_lib
 from tsdkd_jax.parallel import distributed
+from tsdkd_jax.train import assets, diagnostics, evaluate, methods, perf, rollout
 from tsdkd_jax.train import config as config_lib
-from tsdkd_jax.train import diagnostics, evaluate, methods, perf, rollout
 from tsdkd_jax.train import export as export_lib
 from tsdkd_jax.train import state as state_lib
 from tsdkd_jax.train import step as step_lib
@@ -40,6 +40,7 @@ class Trainer:
 
     def __init__(self, config, workdir: str):
         workdir_lib.check(workdir)  # a gs:// workdir without gcsfs fails here, not at the first save
+        assets.ensure(config)  # generated model folders and data (configs/tiny.py), before validation
         self.config, self.workdir = config, os.fspath(workdir_lib.path(workdir))
         c = config
         devices = jax.devices()[: c.mesh.devices or None]
