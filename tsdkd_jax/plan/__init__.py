@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 
-from tsdkd_jax.plan.estimate import Plan, abstract_mesh, param_bytes, plan, resolve_mesh, table
+from tsdkd_jax.plan.estimate import Plan, abstract_mesh, param_bytes, plan, resolve_mesh
 from tsdkd_jax.plan.presets import DEVICES, MODEL_PRESETS, device_memory, model_config
+from tsdkd_jax.plan.report import table
 from tsdkd_jax.train import assets, methods
 
 log = logging.getLogger(__name__)
