@@ -157,6 +157,18 @@ def validate(config, *, device_count: int = 1, process_count: int = 1, check_pat
     check_paths=False skips what needs the files (model folders, a local data file): for checking an
     experiment file on a machine without its models, e.g. the paper configs in tests.
     """
+    _check_values(config)
+    _check_shapes(config, device_count)
+    _check_models(config, check_paths)
+    try:
+        data_lib.validate(config.data, process_count=process_count)
+    except FileNotFoundError:
+        if check_paths:
+            raise
+
+
+def _check_values(config) -> None:
+    """Each field's own range, and the method's own requirements (methods.py)."""
     if config.method not in METHODS:
         raise _err("method", f"unknown method {config.method!r}; expected one of {tuple(METHODS)}")
     for name in ("beta", "lam"):
@@ -180,10 +192,9 @@ def validate(config, *, device_count: int = 1, process_count: int = 1, check_pat
             raise _err(field, f"must be >= 1, got {config[field]}")
     if config.sampling.max_new_tokens < 1:
         raise _err("sampling.max_new_tokens", f"must be >= 1, got {config.sampling.max_new_tokens}")
-    if config.optim.lr < 0 or not 0 <= config.optim.warmup_frac <= 1:
-        raise _err(
-            "optim.lr/warmup_frac", f"got lr={config.optim.lr}, warmup_frac={config.optim.warmup_frac}"
-        )
+    o = config.optim
+    if o.lr < 0 or not 0 <= o.warmup_frac <= 1:
+        raise _err("optim.lr/warmup_frac", f"got lr={o.lr}, warmup_frac={o.warmup_frac}")
     if config.optim.grad_accum < 1:
         raise _err("optim.grad_accum", f"must be >= 1, got {config.optim.grad_accum}")
     for field in ("every", "keep"):  # keep=0 would keep no checkpoint at all
@@ -194,6 +205,9 @@ def validate(config, *, device_count: int = 1, process_count: int = 1, check_pat
     if config.loss.rank_k < 1:
         raise _err("loss.rank_k", f"must be >= 1, got {config.loss.rank_k}")
 
+
+def _check_shapes(config, device_count: int) -> None:
+    """The batch over micro-batches and the mesh; the responses the method trains on."""
     b, k = config.data.batch_size, config.optim.grad_accum
     if b % k:
         raise _err("data.batch_size", f"{b} is not divisible by optim.grad_accum={k}")
@@ -205,9 +219,8 @@ def validate(config, *, device_count: int = 1, process_count: int = 1, check_pat
             f"of the mesh (mesh.data × mesh.fsdp = {ways})",
         )
     if methods_lib.needs_dataset_responses(config) and not config.data.response_field:
-        raise _err(
-            "data.response_field", f"method={config.method} with λ={config.loss.lam} needs dataset responses"
-        )
+        need = f"method={config.method} with λ={config.loss.lam} needs dataset responses"
+        raise _err("data.response_field", need)
     if config.data.response_field and config.data.max_response_len > config.sampling.max_new_tokens:
         raise _err(
             "data.max_response_len",
@@ -215,20 +228,18 @@ def validate(config, *, device_count: int = 1, process_count: int = 1, check_pat
             "(the response length every batch is padded to)",
         )
 
+
+def _check_models(config, check_paths: bool) -> None:
+    """The model folders (a teacher where the method needs one)."""
     if not config.student.path:
         raise _err("student.path", "is empty")
     if check_paths:
         _hf_config(config.student.path, "student.path")
-    if method.needs_teacher:
+    if methods_lib.of(config).needs_teacher:
         if not config.teacher.path:
             raise _err("teacher.path", f"is empty (method={config.method} needs a teacher)")
         if check_paths:
             _hf_config(config.teacher.path, "teacher.path")
-    try:
-        data_lib.validate(config.data, process_count=process_count)
-    except FileNotFoundError:
-        if check_paths:
-            raise
 
 
 def tokenizer_path(config, side: str) -> str:
