@@ -188,6 +188,23 @@ _generate_jit = jax.jit(
 )
 
 
+def _check_inputs(max_new_tokens, prompt_ids, prompt_mask) -> None:
+    if int(max_new_tokens) < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if prompt_ids.ndim != 2 or prompt_ids.shape != prompt_mask.shape:
+        raise ValueError(
+            f"prompt_ids {prompt_ids.shape} and prompt_mask {prompt_mask.shape} must be [B,T] alike"
+        )
+    _check_left_padded(prompt_mask)
+
+
+def _eos_array(eos_token_ids) -> np.ndarray:
+    """The EOS ids padded with -1 (never a token) to a multiple of 8, so their number rarely changes the
+    compiled program's shape."""
+    eos = np.asarray(tuple(eos_token_ids), np.int32).reshape(-1)
+    return np.pad(eos, (0, max(8, -(-len(eos) // 8) * 8) - len(eos)), constant_values=-1)
+
+
 def generate_from_state(
     graphdef,
     state,
@@ -215,13 +232,7 @@ def generate_from_state(
     decodes from one compute-dtype copy of the weights, fsdp shards all-gathered once per call; False leaves
     them sharded and gathers one block at a time, every step (less memory, slower).
     """
-    if int(max_new_tokens) < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    if prompt_ids.ndim != 2 or prompt_ids.shape != prompt_mask.shape:
-        raise ValueError(
-            f"prompt_ids {prompt_ids.shape} and prompt_mask {prompt_mask.shape} must be [B,T] alike"
-        )
-    _check_left_padded(prompt_mask)
+    _check_inputs(max_new_tokens, prompt_ids, prompt_mask)
     params = make_params(prompt_ids.shape[0], temperature, top_k, top_p)
     vocab = jax.tree.leaves(state["embed"])[0].shape[0]
     k_max = _k_cap(int(np.max(params.top_k)), int(top_k_cap), vocab)
@@ -229,9 +240,7 @@ def generate_from_state(
         if np.any(params.temperature > 0):
             raise ValueError("rng is required unless temperature=0.0 (greedy)")
         rng = jax.random.key(0)
-    eos = np.asarray(tuple(eos_token_ids), np.int32).reshape(-1)
-    # Padded with -1 (never a token) to a multiple of 8, so the number of EOS ids rarely changes the shape.
-    eos = np.pad(eos, (0, max(8, -(-len(eos) // 8) * 8) - len(eos)), constant_values=-1)
+    eos = _eos_array(eos_token_ids)
     rules_key = None
     if mesh is not None:
         rules = SAMPLING_RULES if rules is None else rules
