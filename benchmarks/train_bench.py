@@ -36,7 +36,7 @@ from flax import nnx
 
 from tsdkd_jax import models, parallel, sampling
 from tsdkd_jax.train import config as config_lib
-from tsdkd_jax.train import perf, rollout
+from tsdkd_jax.train import methods, perf, rollout
 from tsdkd_jax.train import state as state_lib
 from tsdkd_jax.train import step as step_lib
 
@@ -99,7 +99,7 @@ class Setup:
         )  # fmt: skip
         self.graphdef = nnx.split(abstract)[0]
         self.teacher_graphdef = self.teacher_params = self.teacher_config = None
-        if c.method != "sft":
+        if methods.of(c).needs_teacher:
             self.teacher_config = models.ModelConfig(**shape_table[c.bench.teacher])
             t_abstract, self.teacher_params = _random_model(
                 self.teacher_config, c.teacher.dtype, c.teacher.dtype, self.mesh,
@@ -128,15 +128,15 @@ class Setup:
         ids = glob(rng.integers(1, self.student_config.vocab_size, (b, p)).astype(np.int32))
         mask = glob(np.ones((b, p), np.int32))
         t0 = time.perf_counter()
-        if c.method in ("sft", "supervised_kd"):  # dataset responses: random tokens here
+        who = methods.responder(c, on_policy_step=True)  # a "student" method samples every timed step
+        if who is None:  # dataset responses: random tokens here
             tokens = glob(rng.integers(1, self.student_config.vocab_size, (b, n)).astype(np.int32))
             resp_mask = glob(np.ones((b, n), np.int32))
         else:
-            by = (
-                (self.teacher_graphdef, self.teacher_params)
-                if c.method == "seqkd"
-                else (self.graphdef, self.state["params"])
-            )
+            by = {
+                "teacher": (self.teacher_graphdef, self.teacher_params),
+                "student": (self.graphdef, self.state["params"]),
+            }[who]
             tokens, resp_mask = rollout.sample(
                 *by, ids, mask, sampling.sample_key(c.seed, step, 0), config=c, eos_ids=(), pad_id=0,
                 mesh=self.mesh, rules={**self.rules, "embed": None},

@@ -10,10 +10,9 @@ $TSDKD_MODELS (default ~/models), one folder per hub model, e.g.
 
 from __future__ import annotations
 
-import ast
 import os
 
-from tsdkd_jax.train import default_config
+from tsdkd_jax.train import default_config, variants
 
 ULTRAINTERACT = "openbmb/UltraInteract_sft"  # hub dataset: columns task, dataset, instruction, response, id
 NUM_PROMPTS = 80_000  # SPEC §3: ~80k UltraInteract-SFT prompts (the first rows of the train split)
@@ -136,34 +135,6 @@ def paper_config(*, teacher: str, student: str, lr: float, mesh: tuple[int, int,
     return c
 
 
-def _parse(value: str):
-    try:
-        return ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return value  # a bare string, e.g. method=gkd
-
-
-def _set(c, key: str, value, source: str) -> None:
-    section, _, field = key.rpartition(".")
-    node = c[section] if section else c
-    if field not in node:
-        raise ValueError(f"{source}: unknown field {key!r}")
-    node[field] = value
-
-
 def apply_variants(c, arg: str | None, source: str, extra: dict | None = None):
     """Applies `arg`'s comma-separated variants (names of VARIANTS/extra, or field=value) in order."""
-    table = {**VARIANTS, **(extra or {})}
-    for name in filter(None, (arg or "").split(",")):
-        name = name.strip()
-        if "=" in name:
-            key, value = (s.strip() for s in name.split("=", 1))
-            if "." not in key and key in _BARE:
-                key = f"{_BARE[key]}.{key}".lstrip(".")
-            _set(c, key, _parse(value), source)
-            continue
-        if name not in table:
-            raise ValueError(f"{source}: unknown variant {name!r}; known: {sorted(table)} or field=value")
-        for key, value in table[name].items():
-            _set(c, key, value, source)
-    return c
+    return variants.apply_variants(c, arg, {**VARIANTS, **(extra or {})}, source, bare=_BARE)

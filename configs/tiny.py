@@ -2,8 +2,9 @@
 
     python -m tsdkd_jax.main --config=configs/tiny.py --workdir=/tmp/tsdkd_tiny
 
-The first call builds the assets (tokenizer, both models as HF folders, 256 arithmetic prompts with responses)
-under $TSDKD_TINY_DIR (default ~/.cache/tsdkd_jax/tiny; ~20 s once) and reuses them afterwards. Runtime on 2
+The first run builds the assets (tokenizer, both models as HF folders, 256 arithmetic prompts with responses)
+under $TSDKD_TINY_DIR (default ~/.cache/tsdkd_jax/tiny; ~20 s once) when its Trainer starts
+(tsdkd_jax/train/assets.py; reading this config builds nothing) and reuses them afterwards. Runtime on 2
 CPU cores: ~20 s with a warm JAX compilation cache, ~1 min cold. Held-out KL(teacher‖student) is logged as
 `eval/kl_teacher_student` at steps 0 and 30 of <workdir>/metrics.jsonl; the student is exported to
 <workdir>/export.
@@ -24,7 +25,7 @@ Variants (comma-separated after a colon, e.g. configs/tiny.py:gkd,smoke):
 
 import os
 
-from tsdkd_jax.train import default_config, tiny
+from tsdkd_jax.train import default_config, tiny, variants
 
 VARIANTS = {
     "gkd": {"method": "gkd"},
@@ -48,11 +49,12 @@ VARIANTS = {
 
 
 def get_config(arg=None):
-    paths = tiny.build(
-        os.environ.get("TSDKD_TINY_DIR", "~/.cache/tsdkd_jax/tiny"),
-        teacher_head_scale=float(os.environ.get("TSDKD_TINY_HEAD", "20")),
-    )
     c = default_config()
+    # Generated assets: built by the Trainer when the run starts (train/assets.py), not when this is read.
+    c.assets.builder = "tiny"
+    c.assets.dir = os.environ.get("TSDKD_TINY_DIR", "~/.cache/tsdkd_jax/tiny")
+    c.assets.teacher_head_scale = float(os.environ.get("TSDKD_TINY_HEAD", "20"))
+    paths = tiny.asset_paths(c.assets.dir, teacher_head_scale=c.assets.teacher_head_scale)
     c.method = "tsdkd"  # TSD-KD, paper variant
     c.seed = 0  # fixes data order, λ coins and sampling keys
     c.total_steps = 30  # optimizer steps
@@ -86,10 +88,4 @@ def get_config(arg=None):
     c.checkpoint.every = 10  # save at steps 10, 20, 30 (and on SIGTERM)
     c.checkpoint.keep = 2
 
-    for name in filter(None, (arg or "").split(",")):
-        if name not in VARIANTS:
-            raise ValueError(f"configs/tiny.py: unknown variant {name!r}; known: {sorted(VARIANTS)}")
-        for key, value in VARIANTS[name].items():
-            section, _, field = key.rpartition(".")
-            (c[section] if section else c)[field] = value
-    return c
+    return variants.apply_variants(c, arg, VARIANTS, "configs/tiny.py")

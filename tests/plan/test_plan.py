@@ -25,6 +25,7 @@ from jax.sharding import PartitionSpec as P
 
 from tsdkd_jax import models, parallel, plan, train
 from tsdkd_jax.plan import estimate, presets
+from tsdkd_jax.train import assets
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TINY = os.path.join(REPO, "configs", "tiny.py")
@@ -70,6 +71,7 @@ def _tiny(arg=None, **overrides):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     c = module.get_config(arg)
+    assets.ensure(c)  # building the tiny models and data is an explicit step
     c.eval_at_ends, c.checkpoint.export, c.checkpoint.async_save = False, False, False
     for key, value in overrides.items():
         section, _, field = key.replace("__", ".").rpartition(".")

@@ -6,6 +6,8 @@ import os
 import pytest
 from run_files import REPO
 
+from tsdkd_jax.train import assets
+
 TINY = os.path.join(REPO, "configs", "tiny.py")
 
 
@@ -25,6 +27,7 @@ def tiny_config(tiny_dir):
 
     def make(arg=None, **overrides):
         c = module.get_config(arg)
+        assets.ensure(c)  # building the tiny models and data is an explicit step
         c.eval_at_ends = False
         c.checkpoint.export = False
         c.checkpoint.async_save = False

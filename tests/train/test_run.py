@@ -6,6 +6,7 @@ import os
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import poison
 import pytest
 from run_files import read_metrics
 
@@ -69,9 +70,11 @@ def test_meshes_give_the_same_losses_as_one_device(tiny_config, tmp_path):
 
 
 def test_nonfinite_loss_stops_naming_step_and_term_previous_checkpoint_intact(tiny_config, tmp_path):
-    c = tiny_config(total_steps=6, checkpoint__every=2, debug__nan_at_step=3, debug__nan_term="loss/em")
+    c = tiny_config(total_steps=6, checkpoint__every=2)
+    t = train.Trainer(c, str(tmp_path))
+    poison.nan_at_step(t, 3, "loss/em")
     with pytest.raises(train.NonFiniteLossError, match=r"non-finite loss at step 3: loss/em = nan"):
-        train.run(c, str(tmp_path))
+        t.run()
     steps = sorted(int(s) for s in os.listdir(tmp_path / "checkpoints") if s.isdigit())
     assert steps == [2]
     # The saved step is intact: a restart resumes from it (and stops at the same poisoned step).

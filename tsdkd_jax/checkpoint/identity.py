@@ -46,10 +46,12 @@ def data_fingerprint(data_config: Any, train_set: Any) -> str:
 
 def run_identity(config: Any, train_set: Any) -> dict[str, str]:
     """{field: JSON value} of what makes a checkpoint belong to this run (see the module docstring)."""
+    from tsdkd_jax.train import methods  # here: tsdkd_jax.train imports this package
+
     ident = {
         "method": config.method,
         "student.path": _local_path(config.student.path),
-        "teacher.path": _local_path(config.teacher.path) if config.method != "sft" else "",
+        "teacher.path": _local_path(config.teacher.path) if methods.of(config).needs_teacher else "",
         "data (fingerprint of the data section and the tokenized examples)": data_fingerprint(
             config.data, train_set
         ),

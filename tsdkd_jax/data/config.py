@@ -89,7 +89,13 @@ def looks_local(path: str) -> bool:
 def validate(config: Mapping[str, Any], *, process_count: int = 1) -> None:
     """Raises ValueError naming the `data.<field>` at fault (wrong types too, so that callers catch one
     error type for every config mistake); FileNotFoundError for a local path that does not exist."""
-    cfg = dict(config)
+    cfg = _with_types_checked(dict(config))
+    _check_source(cfg)
+    _check_ranges(cfg, process_count)
+
+
+def _with_types_checked(cfg: dict) -> dict:
+    """The config with every default filled in, after rejecting unknown fields and wrong types."""
     known = default_config()
     unknown = sorted(set(cfg) - set(known))
     if unknown:
@@ -112,7 +118,11 @@ def validate(config: Mapping[str, Any], *, process_count: int = 1) -> None:
     for k in ("max_bad_fraction", "holdout_fraction"):
         if not _is_number(cfg[k]):
             raise ValueError(f"data.{k} must be a number, got {cfg[k]!r}")
+    return cfg
 
+
+def _check_source(cfg: dict) -> None:
+    """The data set's path and which of its fields hold prompts, systems and responses."""
     if not cfg["path"]:
         raise ValueError("data.path is empty: give a hub dataset name or a local .json/.jsonl/.parquet path")
     path = os.path.expanduser(cfg["path"])
@@ -135,6 +145,10 @@ def validate(config: Mapping[str, Any], *, process_count: int = 1) -> None:
             f"data.response_prefix_field={prefix!r} needs a response_field and must differ from it and from "
             "prompt_field"
         )
+
+
+def _check_ranges(cfg: dict, process_count: int) -> None:
+    """Lengths, sizes, fractions and the batch over the processes."""
     for k in ("max_prompt_len", "batch_size", "bucket_multiple"):
         if cfg[k] <= 0:
             raise ValueError(f"data.{k} must be positive, got {cfg[k]}")

@@ -190,6 +190,14 @@ def tokenize_rows(
         prompts.append(prompt)
         kept_rows.append(i)
 
+    stats = _tally_stats(rows, cfg, bad, dropped, truncated, n_kept=len(prompts))
+    examples = PromptSet(prompts, responses if with_response else None, np.asarray(kept_rows, np.int64))
+    return examples, stats
+
+
+def _tally_stats(rows: Rows, cfg: Mapping[str, Any], bad, dropped, truncated: int, *, n_kept: int) -> dict:
+    """The data set's statistics; raises when too many rows are bad or none is usable; logs what was left
+    out."""
     n, n_bad = len(rows), sum(bad.counts.values())
     if n == 0:
         raise ValueError(f"{rows.name}: the data source has no rows")
@@ -198,10 +206,10 @@ def tokenize_rows(
             f"{rows.name}: {n_bad} of {n} rows ({n_bad / n:.1%}) are bad, more than "
             f"data.max_bad_fraction={cfg['max_bad_fraction']}: {bad.describe()}"
         )
-    if not prompts:
+    if not n_kept:
         why = "; ".join(filter(None, [bad.describe(), dropped.describe()]))
         raise ValueError(f"{rows.name}: no usable rows out of {n}: {why}")
-    stats: dict[str, Any] = {"source": rows.name, "rows": n, "kept": len(prompts), "bad": n_bad}
+    stats: dict[str, Any] = {"source": rows.name, "rows": n, "kept": n_kept, "bad": n_bad}
     stats.update({f"bad/{f}/{r}": c for (f, r), c in sorted(bad.counts.items())})
     stats["dropped/prompt_too_long"] = sum(c for (f, _), c in dropped.counts.items() if f == "prompt")
     stats["dropped/response_too_long"] = sum(c for (f, _), c in dropped.counts.items() if f == "response")
@@ -216,8 +224,7 @@ def tokenize_rows(
             dropped.describe() or "-",
             truncated,
         )
-    examples = PromptSet(prompts, responses if with_response else None, np.asarray(kept_rows, np.int64))
-    return examples, stats
+    return stats
 
 
 def _row_keys(rows: np.ndarray, seed: int) -> np.ndarray:

@@ -160,6 +160,22 @@ def _finish(rows: list[dict], per_example: list[float], jsonl_path) -> tuple[dic
     return metrics, rows
 
 
+def _score_rows(examples, outputs, score, num_samples: int) -> tuple[list[dict], list[float]]:
+    """One row per (example, sample) and each example's fraction of correct samples."""
+    rows, per_example = [], []
+    for i, ex in enumerate(examples):
+        hits = 0
+        for s in range(num_samples):
+            out = outputs[i * num_samples + s]
+            v = score(out, ex)
+            hits += v.correct
+            rows.append({"id": ex.get("id", i), "sample": s, "prompt": ex["prompt"], "output": out,
+                         "extracted": v.extracted, "gold": ex["gold"], "correct": bool(v.correct),
+                         "detail": v.detail})  # fmt: skip
+        per_example.append(hits / num_samples)
+    return rows, per_example
+
+
 def evaluate(
     model: nnx.Module,
     examples: Sequence[Mapping[str, Any]],
@@ -200,26 +216,7 @@ def evaluate(
         stop=stop,
         mesh=mesh,
     )
-    rows, per_example = [], []
-    for i, ex in enumerate(examples):
-        hits = 0
-        for s in range(num_samples):
-            out = outputs[i * num_samples + s]
-            v = score(out, ex)
-            hits += v.correct
-            rows.append(
-                {
-                    "id": ex.get("id", i),
-                    "sample": s,
-                    "prompt": ex["prompt"],
-                    "output": out,
-                    "extracted": v.extracted,
-                    "gold": ex["gold"],
-                    "correct": bool(v.correct),
-                    "detail": v.detail,
-                }
-            )
-        per_example.append(hits / num_samples)
+    rows, per_example = _score_rows(examples, outputs, score, num_samples)
     return _finish(rows, per_example, jsonl_path)
 
 

@@ -1,7 +1,7 @@
 """Per-token statistics of sampled responses under a run's loss config: what the TSD-KD selections see.
 
 `token_table` is pure (logits in, NumPy arrays out) and uses the loss's own functions: entropies from
-losses.entropy, the gate from losses.entropy_gate, the EM set and opener from objectives.selections (the
+losses.entropy, the gate from losses.entropy_gate, the EM set and opener from losses/terms.py selections (the
 selection.py functions the train step uses, by variant). `collect` rebuilds a run from its workdir (the
 config the trainer recorded, its latest checkpoint and its teacher), samples a few held-out prompts (or those
 of a given file) with the student and returns one row per response.
@@ -17,6 +17,7 @@ import numpy as np
 from flax import nnx
 
 from tsdkd_jax import data, losses, sampling
+from tsdkd_jax.losses import terms as loss_terms
 from tsdkd_jax.train import config as config_lib
 from tsdkd_jax.train import objectives, rollout
 from tsdkd_jax.train import step as step_lib
@@ -33,7 +34,7 @@ def token_table(z, u, ids, mask, cfg: losses.LossConfig) -> dict[str, np.ndarray
     z, u = losses.align_vocab(jnp.asarray(z, jnp.float32), jnp.asarray(u, jnp.float32))
     mask = jnp.asarray(mask, jnp.float32)
     h_s, h_t = losses.entropy(z), losses.entropy(u)
-    sel = objectives.selections(h_s, mask, cfg)
+    sel = loss_terms.selections(h_s, mask, cfg)
     u_tok = jnp.take_along_axis(u, jnp.asarray(ids, jnp.int32)[..., None], axis=-1)
     _, top = jax.lax.top_k(z, min(cfg.rank_k, z.shape[-1]))
     p_t = jax.nn.softmax(u, axis=-1)

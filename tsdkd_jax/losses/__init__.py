@@ -1,6 +1,6 @@
 """Loss kernels: per-token divergences, TSD-KD (paper and released-code variants), chunked-from-hidden loss."""
 
-from tsdkd_jax.losses.chunked import VOCAB_POLICIES, align_vocab, chunked_tsdkd_loss
+from tsdkd_jax.losses.chunked import VOCAB_POLICIES, align_vocab, chunked_map, chunked_tsdkd_loss
 from tsdkd_jax.losses.divergences import (
     DIVERGENCES,
     cross_entropy,
@@ -33,6 +33,7 @@ __all__ = [
     "VOCAB_POLICIES",
     "LossConfig",
     "align_vocab",
+    "chunked_map",
     "chunked_tsdkd_loss",
     "cross_entropy",
     "em_mask",

@@ -73,25 +73,38 @@ def chunked_tsdkd_loss(
         raise ValueError(
             f"hidden states {jnp.shape(student_hidden)}, {jnp.shape(teacher_hidden)} do not match mask [{b}, {t}]"
         )
+
+    def body(hs_CD, ht_CD):
+        z_CV = as_f32(student_unembed(hs_CD))
+        u_CV = jax.lax.stop_gradient(as_f32(teacher_unembed(ht_CD)))
+        z_CV, u_CV = align_vocab(z_CV, u_CV, vocab_policy)
+        return tsdkd.token_stats(z_CV, u_CV, cfg)
+
+    stats_BT = chunked_map(body, (student_hidden, jax.lax.stop_gradient(teacher_hidden)), chunk_size)
+    return tsdkd.loss_from_stats(stats_BT, response_mask, cfg)
+
+
+def chunked_map(fn: Callable[..., dict[str, Array]], per_token: tuple[Array, ...], chunk_size: int) -> dict:
+    """fn over token chunks of [B, T, ...] inputs → dict of [B, T] per-token values (the one chunked scan).
+
+    Each chunk's body is rematerialised in the backward pass (peak memory ∝ chunk × V, never [B, T, V])
+    except the student's top-k ids (selection.TOPK_IDS, [C, k] ints per chunk): saving them spares the
+    backward pass a second top-k over the whole vocabulary.
+    """
+    b, t = per_token[0].shape[:2]
     n_tok = b * t
     chunk = min(int(chunk_size), n_tok)
     n_chunks = -(-n_tok // chunk)
 
-    def to_chunks(hidden_BTD: Array) -> Array:
-        flat_ND = hidden_BTD.reshape(n_tok, hidden_BTD.shape[-1])
-        flat_ND = jnp.pad(flat_ND, ((0, n_chunks * chunk - n_tok), (0, 0)))
-        return flat_ND.reshape(chunk, n_chunks, -1).swapaxes(0, 1)  # [n_chunks, C, D]
+    def to_chunks(x):
+        flat = x.reshape(n_tok, *x.shape[2:])
+        flat = jnp.pad(flat, [(0, n_chunks * chunk - n_tok)] + [(0, 0)] * (flat.ndim - 1))
+        return flat.reshape(chunk, n_chunks, *flat.shape[1:]).swapaxes(0, 1)  # strided: spread over devices
 
     def body(carry, xs):
-        hs_CD, ht_CD = xs
-        z_CV = as_f32(student_unembed(hs_CD))
-        u_CV = jax.lax.stop_gradient(as_f32(teacher_unembed(ht_CD)))
-        z_CV, u_CV = align_vocab(z_CV, u_CV, vocab_policy)
-        return carry, tsdkd.token_stats(z_CV, u_CV, cfg)
+        return carry, fn(*xs)
 
-    xs = (to_chunks(student_hidden), to_chunks(jax.lax.stop_gradient(teacher_hidden)))
-    # Recompute everything in the backward pass except the student's top-k ids ([C, k] ints per chunk).
     policy = jax.checkpoint_policies.save_only_these_names(TOPK_IDS)
-    _, stats = jax.lax.scan(jax.checkpoint(body, prevent_cse=False, policy=policy), None, xs)
-    stats_BT = {k: v.swapaxes(0, 1).reshape(-1)[:n_tok].reshape(b, t) for k, v in stats.items()}
-    return tsdkd.loss_from_stats(stats_BT, response_mask, cfg)
+    remat = jax.checkpoint(body, prevent_cse=False, policy=policy)
+    _, out = jax.lax.scan(remat, None, tuple(map(to_chunks, per_token)))
+    return {k: v.swapaxes(0, 1).reshape(-1)[:n_tok].reshape(b, t) for k, v in out.items()}

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from tsdkd_jax.losses import divergences as dv
 from tsdkd_jax.losses import selection as sel
+from tsdkd_jax.losses import terms
 
 Array = jax.Array
 VARIANTS = ("paper", "official")
@@ -103,58 +104,20 @@ def token_stats(student_logits: Array, teacher_logits: Array, cfg: LossConfig) -
     return stats
 
 
-def _select(values: Array, keep: Array) -> Array:
-    """values·keep with keep ∈ {0, 1}; dropped entries contribute 0 even if they are inf."""
-    return jnp.where(keep > 0, values, 0.0)
-
-
 def loss_from_stats(stats: dict[str, Array], mask: Array, cfg: LossConfig) -> tuple[Array, dict[str, Array]]:
-    """(loss, aux) from per-token vectors [B, T] and the response mask [B, T]."""
+    """(loss, aux) from per-token vectors [B, T] and the response mask [B, T]: this batch's own means."""
     m = jnp.asarray(mask, jnp.float32)
-    n_tok = jnp.sum(m)
-    n_seq = m.shape[0]
-    h_s, h_t = stats["h_s"], stats["h_t"]
-    gate = sel.entropy_gate(h_s, h_t, cfg.gate_tau) if cfg.use_gate else jnp.ones_like(h_s)
-    direct = jnp.sum(_select(gate * stats["direct"], m)) / jnp.maximum(n_tok, 1.0)
-    zero = jnp.zeros((), h_s.dtype)
-    official = cfg.variant == "official"
-
-    if cfg.use_em:
-        if official:
-            em_set = sel.official_em_mask(h_s, m, cfg.opener_frac)
-        else:
-            em_set = sel.em_mask(h_s, m, cfg.em_frac)
-        em = jnp.sum(_select(h_s, em_set)) / jnp.maximum(jnp.sum(em_set), 1.0)
-        em_frac = jnp.sum(em_set) / jnp.maximum(n_tok, 1.0)
-    else:
-        em, em_frac = zero, zero
-
-    if official:
-        opener = sel.official_opener_mask(h_s, m, cfg.opener_frac)
-    else:
-        opener = sel.opener_mask(h_s, m, cfg.opener_frac)
-    if cfg.use_indirect:
-        n_open = jnp.sum(opener)
-        rank_sum = jnp.sum(_select(stats["rank_nll"], opener))
-        indirect = rank_sum / (n_open + 1e-8) if official else rank_sum / jnp.maximum(n_open, 1.0)
-    else:
-        indirect = zero
-
+    sums = terms.kd_sums(stats, m, cfg, terms.selections(stats["h_s"], m, cfg))
+    aux = {name: num / jnp.maximum(den, 1.0) for name, (num, den) in sums.items()}
+    if cfg.use_indirect and cfg.variant == "official":  # the released code's  Σ / (n + 1e-8)
+        num, den = sums["loss/indirect"]
+        aux["loss/indirect"] = num / (den + 1e-8)
+    zero = jnp.zeros((), jnp.float32)
+    for name in ("loss/em", "select/em_frac", "loss/indirect"):  # terms left out are reported as 0
+        aux.setdefault(name, zero)
     # Without the direct term its value is still reported (a statistic, as the trainer logs it).
-    loss = (direct if cfg.use_direct else zero) + cfg.em_weight * em + cfg.rank_weight * indirect
-    aux = {
-        "loss/total": loss,
-        "loss/direct": direct,
-        "loss/em": em,
-        "loss/indirect": indirect,
-        "gate/mean": dv.masked_mean(gate, m),
-        "select/opener_len": jnp.sum(opener) / n_seq,
-        "select/em_frac": em_frac,
-        "agree/top1": dv.masked_mean(stats["agree"], m),
-        "entropy/student": dv.masked_mean(h_s, m),
-        "entropy/teacher": dv.masked_mean(h_t, m),
-    }
-    return loss, aux
+    loss = terms.combine(aux, cfg)
+    return loss, {"loss/total": loss, **aux}
 
 
 def tsdkd_loss(

@@ -165,6 +165,28 @@ def _watchdog(topology: Topology, timeout: float, done: threading.Event) -> None
     os._exit(EXIT_PEER_TIMEOUT)
 
 
+def _jax_kwargs(topology: Topology, initialization_timeout, heartbeat_timeout, shutdown_timeout) -> dict:
+    """jax.distributed.initialize's arguments for a resolved topology."""
+    kwargs = {
+        "initialization_timeout": initialization_timeout,
+        "heartbeat_timeout_seconds": heartbeat_timeout,
+        "shutdown_timeout_seconds": shutdown_timeout,
+    }
+    if topology.method == "tpu":
+        if topology.coordinator_address:
+            kwargs["coordinator_address"] = topology.coordinator_address
+    else:
+        kwargs.update(
+            coordinator_address=topology.coordinator_address,
+            num_processes=topology.num_processes,
+            process_id=topology.process_id,
+            local_device_ids=list(topology.local_device_ids) if topology.local_device_ids else None,
+            # We resolved everything; jax's own SLURM probe would pin one GPU even with one task per node.
+            cluster_detection_method="deactivate",
+        )
+    return kwargs
+
+
 def initialize(
     *,
     coordinator_address: str | None = None,
@@ -200,23 +222,7 @@ def initialize(
         topology.coordinator_address or "(auto-detected)",
         initialization_timeout,
     )
-    kwargs = {
-        "initialization_timeout": initialization_timeout,
-        "heartbeat_timeout_seconds": heartbeat_timeout,
-        "shutdown_timeout_seconds": shutdown_timeout,
-    }
-    if topology.method == "tpu":
-        if topology.coordinator_address:
-            kwargs["coordinator_address"] = topology.coordinator_address
-    else:
-        kwargs.update(
-            coordinator_address=topology.coordinator_address,
-            num_processes=topology.num_processes,
-            process_id=topology.process_id,
-            local_device_ids=list(topology.local_device_ids) if topology.local_device_ids else None,
-            # We resolved everything; jax's own SLURM probe would pin one GPU even with one task per node.
-            cluster_detection_method="deactivate",
-        )
+    kwargs = _jax_kwargs(topology, initialization_timeout, heartbeat_timeout, shutdown_timeout)
     done = threading.Event()
     # jax's timeout aborts the process from C++ with a terse DEADLINE_EXCEEDED; ours fires first, clearly.
     watchdog_s = max(1.0, initialization_timeout - 1.0)

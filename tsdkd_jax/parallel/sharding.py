@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import logging
+
 import jax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+log = logging.getLogger(__name__)
 
 # Logical axis → mesh axis (or tuple of axes, or None = replicated).
 DEFAULT_RULES: dict[str, str | tuple[str, ...] | None] = {
@@ -33,11 +38,24 @@ def logical_to_spec(names, mesh: Mesh, rules=None, shape=None) -> PartitionSpec:
         for axis in axes:
             size *= mesh.shape[axis]
         if not axes or used & set(axes) or (shape is not None and shape[i] % size):
+            if axes and shape is not None and shape[i] % size:
+                _log_replicated(name, int(shape[i]), axes, size)
             spec.append(None)
             continue
         used |= set(axes)
         spec.append(axes[0] if len(axes) == 1 else axes)
     return PartitionSpec(*spec)
+
+
+@functools.cache  # once per distinct case, not per call (this runs inside traced code)
+def _log_replicated(name: str, dim: int, axes: tuple[str, ...], size: int) -> None:
+    log.info(
+        "logical axis %r of size %d does not divide mesh axes %s (%d devices): replicated",
+        name,
+        dim,
+        axes,
+        size,
+    )
 
 
 def logical_to_sharding(names, mesh: Mesh, rules=None, shape=None) -> NamedSharding:

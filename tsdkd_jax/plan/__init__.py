@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import logging
 
-from tsdkd_jax.plan.estimate import Plan, abstract_mesh, param_bytes, plan, resolve_mesh, table
+from tsdkd_jax.plan.estimate import Plan, abstract_mesh, param_bytes, plan, resolve_mesh
 from tsdkd_jax.plan.presets import DEVICES, MODEL_PRESETS, device_memory, model_config
+from tsdkd_jax.plan.report import table
+from tsdkd_jax.train import assets, methods
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +37,10 @@ __all__ = [
 
 def plan_config(config, *, mesh=None, num_devices=None, device="cpu", local_devices=None) -> Plan:
     """The plan of a train config; `mesh` (data, fsdp, tensor) defaults to config.mesh."""
+    assets.ensure(config)  # a generated model (configs/tiny.py) is read from its folder
     student, _ = model_config(config.student.path)
-    teacher = model_config(config.teacher.path)[0] if config.method != "sft" and config.teacher.path else None
+    uses_teacher = methods.of(config).needs_teacher and config.teacher.path
+    teacher = model_config(config.teacher.path)[0] if uses_teacher else None
     sizes = resolve_mesh(mesh or (config.mesh.data, config.mesh.fsdp, config.mesh.tensor), num_devices)
     capacity = device_memory(device, local_devices or num_devices or 1)
     return plan(config, student, teacher, mesh_sizes=sizes, device=device, capacity=capacity)

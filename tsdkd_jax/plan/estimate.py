@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import numpy as np
 from jax.sharding import AbstractMesh, AxisType
@@ -25,48 +26,13 @@ from jax.sharding import AbstractMesh, AxisType
 from tsdkd_jax.models.decoder import layer_param_specs
 from tsdkd_jax.parallel import DEFAULT_RULES, logical_to_sharding
 from tsdkd_jax.parallel.mesh import AXES
+from tsdkd_jax.plan.report import Line, Plan
+from tsdkd_jax.train import methods
 
 F32 = 4
-ON_POLICY = ("tsdkd", "tsdkd_official", "gkd", "distillm")
 # Live [tokens, V] float32 buffers of one loss chunk: both sides' logits, log-softmaxes and probabilities,
 # the JSD mixture and its log (forward), then the chunk's recomputation and cotangents in the backward pass.
 LOSS_BUFFERS = 10
-HEADROOM = 0.9  # "fits" leaves 10 % of the device for XLA's workspace, fragmentation and the runtime
-
-
-@dataclasses.dataclass
-class Line:
-    name: str
-    phase: str  # "resident", "sampling (<who>)" or "train"
-    bytes: int
-    note: str = ""
-    transient: bool = False  # a working set that exists one at a time (one block, one chunk)
-
-
-@dataclasses.dataclass
-class Plan:
-    lines: list[Line]
-    mesh: dict[str, int]
-    device: str
-    capacity: int  # bytes one device may use
-
-    def total(self, phase: str) -> int:
-        """Σ the phase's lasting lines + the largest of its transient ones."""
-        lines = [line for line in self.lines if line.phase == phase]
-        working = max((line.bytes for line in lines if line.transient), default=0)
-        return sum(line.bytes for line in lines if not line.transient) + working
-
-    @property
-    def phases(self) -> list[str]:
-        return list(dict.fromkeys(line.phase for line in self.lines if line.phase != "resident"))
-
-    @property
-    def peak(self) -> int:
-        return self.total("resident") + max(self.total(phase) for phase in self.phases)
-
-    @property
-    def fits(self) -> bool:
-        return self.peak <= HEADROOM * self.capacity
 
 
 def abstract_mesh(sizes) -> AbstractMesh:
@@ -164,136 +130,146 @@ def _kv_cache(cfg, batch: int, slots: int, itemsize: int, mesh, rules) -> int:
     return 2 * _shard_elems(names, shape, mesh, rules) * itemsize
 
 
+@dataclasses.dataclass(frozen=True)
+class _Setting:
+    """What every part of the plan reads: the config, the two models and the mesh with its rules."""
+
+    c: Any
+    student: Any
+    teacher: Any  # None when the method has no teacher
+    mesh: Any
+    rules: dict
+    t_rules: dict
+    s_rules: dict  # the sampler's (loop.Trainer.sampling_rules)
+    s_vocab: int
+    params: int  # bytes of the student's parameters per device
+
+    @property
+    def cs(self) -> int:
+        return np.dtype(self.c.student.compute_dtype).itemsize
+
+    @property
+    def ct(self) -> int:
+        return np.dtype(self.c.teacher.dtype).itemsize
+
+    @property
+    def sp(self) -> int:  # params, gradients and AdamW state share it
+        return np.dtype(self.c.student.param_dtype).itemsize
+
+    @property
+    def t_len(self) -> int:
+        return self.c.data.max_prompt_len + self.c.sampling.max_new_tokens
+
+
 def plan(config, student, teacher, *, mesh_sizes, device: str, capacity: int) -> Plan:
     """The per-device memory plan of `config` (a train config) for ModelConfigs `student` / `teacher`."""
     c = config
     mesh = abstract_mesh(mesh_sizes)
     rules = {**DEFAULT_RULES, **c.mesh.rules.to_dict()}
-    t_rules = {**rules, **c.teacher.rules.to_dict()}
-    s_rules = {**rules, "embed": None}  # the sampler's (loop.Trainer.sampling_rules)
-    cs, ct = np.dtype(c.student.compute_dtype).itemsize, np.dtype(c.teacher.dtype).itemsize
-    use_teacher = c.method != "sft" and teacher is not None
+    teacher = teacher if methods.of(c).needs_teacher else None
     s_vocab = (
-        teacher.vocab_size if (use_teacher and c.student.resize_vocab_to_teacher) else student.vocab_size
+        teacher.vocab_size
+        if (teacher is not None and c.student.resize_vocab_to_teacher)
+        else student.vocab_size
     )
-    b, k = c.data.batch_size, c.optim.grad_accum
-    p_len, n_len = c.data.max_prompt_len, c.sampling.max_new_tokens
-    t_len = p_len + n_len
+    sp = np.dtype(c.student.param_dtype).itemsize
+    x = _Setting(
+        c, student, teacher, mesh, rules, {**rules, **c.teacher.rules.to_dict()}, {**rules, "embed": None},
+        s_vocab, param_bytes(student, mesh, rules, sp, s_vocab),
+    )  # fmt: skip
+    lines = _resident_lines(x)
+    for who, cfg, item, p_item, m_rules, vocab in _samplers(x):
+        lines += _sampling_lines(x, f"sampling ({who})", cfg, item, p_item, m_rules, vocab)
+    lines += _train_lines(x)
+    return Plan(lines, dict(zip(AXES, mesh_sizes, strict=True)), device, capacity)
 
-    lines = []
-    sp = np.dtype(c.student.param_dtype).itemsize  # params, gradients and AdamW state share it
-    p_name = {4: "fp32 master", 2: "pure bf16"}.get(sp, c.student.param_dtype)
-    params = param_bytes(student, mesh, rules, sp, s_vocab)
-    lines.append(Line("student params", "resident", params, f"{p_name}, {student.num_layers} layers"))
-    lines.append(Line("optimizer state", "resident", 2 * params, f"AdamW μ, ν ({c.student.param_dtype})"))
-    if use_teacher:
-        lines.append(
-            Line("teacher params", "resident", param_bytes(teacher, mesh, t_rules, ct), c.teacher.dtype)
-        )
 
-    # Sampling: which models sample, and with which batch.
-    samplers = []
-    if c.method in ON_POLICY and c.loss.lam > 0:
-        samplers.append(("student, on-policy", student, cs, sp, rules, s_vocab))
-    if use_teacher and (c.method == "seqkd" or c.eval_every or c.eval_at_ends):
-        why = "seqkd" if c.method == "seqkd" else "held-out eval"
-        samplers.append((f"teacher, {why}", teacher, ct, ct, t_rules, None))
+def _resident_lines(x: _Setting) -> list[Line]:
+    c = x.c
+    p_name = {4: "fp32 master", 2: "pure bf16"}.get(x.sp, c.student.param_dtype)
+    lines = [
+        Line("student params", "resident", x.params, f"{p_name}, {x.student.num_layers} layers"),
+        Line("optimizer state", "resident", 2 * x.params, f"AdamW μ, ν ({c.student.param_dtype})"),
+    ]
+    if x.teacher is not None:
+        t_bytes = param_bytes(x.teacher, x.mesh, x.t_rules, x.ct)
+        lines.append(Line("teacher params", "resident", t_bytes, c.teacher.dtype))
+    return lines
+
+
+def _samplers(x: _Setting) -> list[tuple]:
+    """Which models sample, with their (compute, parameter) itemsizes, rules and vocabulary."""
+    c, out = x.c, []
+    if methods.samples_on_policy(c):
+        out.append(("student, on-policy", x.student, x.cs, x.sp, x.rules, x.s_vocab))
+    teacher_samples = methods.of(c).responses == "teacher"
+    if x.teacher is not None and (teacher_samples or c.eval_every or c.eval_at_ends):
+        why = c.method if teacher_samples else "held-out eval"
+        out.append((f"teacher, {why}", x.teacher, x.ct, x.ct, x.t_rules, None))
+    return out
+
+
+def _sampling_lines(x: _Setting, phase, cfg, item, p_item, m_rules, vocab) -> list[Line]:
+    c, mesh, s_rules = x.c, x.mesh, x.s_rules
+    b, p_len, t_len = c.data.batch_size, c.data.max_prompt_len, x.t_len
     rows_s = _shard_elems(("batch",), (b,), mesh, s_rules)
-    for who, cfg, item, p_item, m_rules, vocab in samplers:
-        phase = f"sampling ({who})"
-        cache = _kv_cache(cfg, b, t_len - 1, item, mesh, s_rules)
-        kept = param_bytes(cfg, mesh, m_rules, p_item, vocab)
-        prefill = block_bytes(cfg, rows_s, p_len, t_len - 1, item, mesh, s_rules, residuals=False)
-        prefill += rows_s * _split("vocab", vocab or cfg.vocab_size, mesh, s_rules) * F32
-        lines.append(Line("KV cache", phase, cache, f"{b} prompts × {t_len - 1} slots (the global batch)"))
-        # sampling.generate casts on the shards (a copy only when that narrows them); then it gathers them
-        # once per call, or (gather_weights=False) one block at a time.
-        shards = decode_copy_bytes(cfg, mesh, m_rules, p_item, item, vocab)
-        cast = shards if shards != kept else 0
-        if c.sampling.gather_weights:
-            gathered = decode_copy_bytes(cfg, mesh, {**m_rules, "embed": None}, p_item, item, vocab)
-            copy = cast + (gathered if gathered != shards else 0)
-            if copy:
-                note = "compute-dtype copy, fsdp shards gathered once per call"
-                lines.append(Line("weight all-gather", phase, copy, note))
-        else:
-            if cast:
-                lines.append(Line("compute-dtype copy", phase, cast, "the shards, cast where they lie"))
-            streamed = streamed_gather_bytes(cfg, mesh, m_rules, min(item, p_item), vocab)
-            note = "sampling.gather_weights=False: one block (or the vocab table) gathered at a time"
-            lines.append(Line("weights gathered per block", phase, streamed, note))
-        lines.append(Line("prefill", phase, prefill, f"{p_len}-token prompts, one block", True))
+    cache = _kv_cache(cfg, b, t_len - 1, item, mesh, s_rules)
+    kept = param_bytes(cfg, mesh, m_rules, p_item, vocab)
+    prefill = block_bytes(cfg, rows_s, p_len, t_len - 1, item, mesh, s_rules, residuals=False)
+    prefill += rows_s * _split("vocab", vocab or cfg.vocab_size, mesh, s_rules) * F32
+    lines = [Line("KV cache", phase, cache, f"{b} prompts × {t_len - 1} slots (the global batch)")]
+    # sampling.generate casts on the shards (a copy only when that narrows them); then it gathers them
+    # once per call, or (gather_weights=False) one block at a time.
+    shards = decode_copy_bytes(cfg, mesh, m_rules, p_item, item, vocab)
+    cast = shards if shards != kept else 0
+    if c.sampling.gather_weights:
+        gathered = decode_copy_bytes(cfg, mesh, {**m_rules, "embed": None}, p_item, item, vocab)
+        copy = cast + (gathered if gathered != shards else 0)
+        if copy:
+            note = "compute-dtype copy, fsdp shards gathered once per call"
+            lines.append(Line("weight all-gather", phase, copy, note))
+    else:
+        if cast:
+            lines.append(Line("compute-dtype copy", phase, cast, "the shards, cast where they lie"))
+        streamed = streamed_gather_bytes(cfg, mesh, m_rules, min(item, p_item), vocab)
+        note = "sampling.gather_weights=False: one block (or the vocab table) gathered at a time"
+        lines.append(Line("weights gathered per block", phase, streamed, note))
+    lines.append(Line("prefill", phase, prefill, f"{p_len}-token prompts, one block", True))
+    return lines
 
-    # The train step, per micro-batch of b / k rows.
+
+def _train_lines(x: _Setting) -> list[Line]:
+    """The train step, per micro-batch of b / k rows."""
+    c, student, teacher, mesh, rules, t_len = x.c, x.student, x.teacher, x.mesh, x.rules, x.t_len
+    b, k, n_len = c.data.batch_size, c.optim.grad_accum, c.sampling.max_new_tokens
     rows = _shard_elems(("batch",), (b // k,), mesh, rules)
-    grads = params * (2 if k > 1 else 1)
-    lines.append(
-        Line("gradients", "train", grads, c.student.param_dtype + (" + accumulator" if k > 1 else ""))
-    )
-    block_s = block_bytes(student, rows, t_len, t_len, cs, mesh, rules)
-    carry = rows * t_len * student.hidden_size * cs
+    grads_note = c.student.param_dtype + (" + accumulator" if k > 1 else "")
+    lines = [Line("gradients", "train", x.params * (2 if k > 1 else 1), grads_note)]
+    block_s = block_bytes(student, rows, t_len, t_len, x.cs, mesh, rules)
+    carry = rows * t_len * student.hidden_size * x.cs
     if c.student.remat:  # the scan keeps each block's input; a block's residuals are recomputed in backward
         # (measured: XLA frees the recomputed residuals as the cotangents form; the f32 score cotangent stays)
         cotangent = _split("heads", student.num_heads, mesh, rules) * rows * t_len * t_len * F32
         saved, working, how = student.num_layers * carry, block_s + cotangent, "remat: each block's input"
     else:
         saved, working, how = student.num_layers * block_s, block_s, "no remat: each block's residuals"
-    working += 2 * layer_gather_bytes(student, mesh, rules, sp)  # the gathered weights and their gradient
+    working += 2 * layer_gather_bytes(student, mesh, rules, x.sp)  # the gathered weights and their gradient
     saved += 4 * carry  # embeddings, final hidden states, the response slice and its cotangent
-    if use_teacher:
-        saved += rows * n_len * teacher.hidden_size * ct  # the teacher's response hidden states
+    if teacher is not None:
+        saved += rows * n_len * teacher.hidden_size * x.ct  # the teacher's response hidden states
     lines.append(Line("activations (saved)", "train", saved, f"{rows} rows × {t_len} tokens, {how}"))
-    lines.append(
-        Line(
-            "student block backward",
-            "train",
-            working,
-            "one block's residuals + cotangents (+ fsdp-gathered weights)",
-            True,
-        )
-    )
-    if use_teacher:
-        t_block = block_bytes(teacher, rows, t_len, t_len, ct, mesh, t_rules, residuals=False)
-        t_block += layer_gather_bytes(teacher, mesh, t_rules, ct)
-        lines.append(
-            Line(
-                "teacher block forward",
-                "train",
-                t_block,
-                "frozen: one block at a time (+ fsdp-gathered weights)",
-                True,
-            )
-        )
+    note = "one block's residuals + cotangents (+ fsdp-gathered weights)"
+    lines.append(Line("student block backward", "train", working, note, True))
+    if teacher is not None:
+        t_block = block_bytes(teacher, rows, t_len, t_len, x.ct, mesh, x.t_rules, residuals=False)
+        t_block += layer_gather_bytes(teacher, mesh, x.t_rules, x.ct)
+        note = "frozen: one block at a time (+ fsdp-gathered weights)"
+        lines.append(Line("teacher block forward", "train", t_block, note, True))
     tokens = min(c.loss.chunk_size, (b // k) * n_len)
     tok_dev = -(-tokens // ((b // k) // rows))  # each chunk is spread over the batch shards (chunked.py)
-    vocab = max(s_vocab, teacher.vocab_size if use_teacher else 0)
-    v_dev = _split("vocab", vocab, mesh, rules)
+    v_dev = _split("vocab", max(x.s_vocab, teacher.vocab_size if teacher is not None else 0), mesh, rules)
     loss = LOSS_BUFFERS * tok_dev * v_dev * F32
     lines.append(
         Line("loss chunk", "train", loss, f"{tok_dev} tokens × {v_dev} vocab × {LOSS_BUFFERS} f32", True)
     )
-    return Plan(lines, dict(zip(AXES, mesh_sizes, strict=True)), device, capacity)
-
-
-def _fmt(n: float) -> str:
-    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= scale:
-            return f"{n / scale:.2f} {unit}"
-    return f"{n:.0f} B"
-
-
-def table(p: Plan) -> str:
-    """A Markdown table of the plan, per device."""
-    mesh = " × ".join(f"{k}={v}" for k, v in p.mesh.items())
-    out = [f"per device, mesh {mesh} ({math.prod(p.mesh.values())} devices), device {p.device}", "",
-           "| phase | what | bytes | note |", "| --- | --- | ---: | --- |"]  # fmt: skip
-    for line in p.lines:
-        name = f"{line.name} (transient)" if line.transient else line.name
-        out.append(f"| {line.phase} | {name} | {_fmt(line.bytes)} | {line.note} |")
-    out.append(f"| resident | **total** | {_fmt(p.total('resident'))} | all run |")
-    for phase in p.phases:
-        out.append(f"| {phase} | **total** | {_fmt(p.total(phase))} | lasting lines + largest transient |")
-    verdict = "fits" if p.fits else "does NOT fit"
-    out.append(f"| peak | **resident + largest phase** | **{_fmt(p.peak)}** | "
-               f"{verdict} in {_fmt(p.capacity)} ({p.peak / p.capacity:.0%}) |")  # fmt: skip
-    return "\n".join(out)
+    return lines

@@ -7,7 +7,6 @@ from tsdkd_jax.sampling.generate import (
     SampleOutput,
     generate,
     generate_from_state,
-    trace_count,
 )
 
 __all__ = [
@@ -22,5 +21,4 @@ __all__ = [
     "pad_batch",
     "sample_key",
     "sampling_logits",
-    "trace_count",
 ]

@@ -41,16 +41,11 @@ from tsdkd_jax.parallel.sharding import (
     logical_to_spec,
     state_shardings,
 )
+from tsdkd_jax.sampling.decode_weights import decode_weights
 from tsdkd_jax.sampling.distributions import choose, make_params
 
 SAMPLING_RULES = {**DEFAULT_RULES, "embed": None}
 DEFAULT_TOP_K_CAP = 64
-_TRACES = 0
-
-
-def trace_count() -> int:
-    """How many times the generation program has been traced (= compiled) in this process."""
-    return _TRACES
 
 
 @struct.dataclass
@@ -87,34 +82,52 @@ def _cache_shardings(cache: KVCache, mesh, rules) -> KVCache:
     )
 
 
-def _decode_dtype(path, x, compute_dtype):
-    """The dtype of weight `x` in the decode copy: the compute dtype where that is narrower, norms excepted.
-
-    Exact: the forward casts every matrix, embedding table and bias to the compute dtype at use, while norm
-    scales are read in float32 (layers.rms_norm), so they keep their dtype (and are tiny). A wider compute
-    dtype (bf16 weights, fp32 compute) leaves the weights as they are: the narrow copy is the smaller one.
-    """
-    is_norm = any("norm" in str(getattr(k, "key", "")) for k in path)
-    narrower = jnp.issubdtype(x.dtype, jnp.floating) and jnp.dtype(compute_dtype).itemsize < x.dtype.itemsize
-    return jnp.dtype(compute_dtype) if narrower and not is_norm else x.dtype
-
-
-def _in_compute_dtype(state, compute_dtype):
-    return jax.tree_util.tree_map_with_path(lambda p, x: x.astype(_decode_dtype(p, x, compute_dtype)), state)
+def _prefill(graphdef, state, prompt_ids, prompt_mask, n_new: int, mesh, rules, gather_weights):
+    """(model, KV cache after the prompts, last prompt logits [B, V])."""
+    B, T = prompt_ids.shape
+    if gather_weights and mesh is not None:
+        state = jax.lax.with_sharding_constraint(state, state_shardings(state, mesh, rules))
+    model = nnx.merge(graphdef, state)
+    cache = model.init_cache(B, T + n_new - 1)
+    if mesh is not None:
+        cache = jax.lax.with_sharding_constraint(cache, _cache_shardings(cache, mesh, rules))
+    logits_BV, cache = model.prefill(prompt_ids, prompt_mask, cache)
+    return model, cache, logits_BV
 
 
-# Its own program, so the cast runs on the shards where they lie: inside `_generate`, XLA's sharding
-# propagation puts the convert after the all-gather, which then moves and holds the wide weights.
-_in_compute_dtype_jit = jax.jit(_in_compute_dtype, static_argnums=1)
+def _row_chooser(params, k_max: int, mesh, rules, batch: int, vocab: int):
+    """choose(logits_BV, params, key, k_max, row_ids_B), per batch shard when there is a mesh."""
+
+    def choose_rows(logits_BV, params, key, row_ids_B):
+        return choose(logits_BV, params, key, k_max, row_ids_B)
+
+    if mesh is None:
+        return choose_rows
+    # Each batch shard chooses its own rows with the whole vocabulary: without shard_map XLA gathers the
+    # full [B,V] logits onto every device for top_k.
+    rows = logical_to_spec(("batch", None), mesh, rules, (batch, vocab))
+    row = PartitionSpec(rows[0])
+    return jax.shard_map(
+        choose_rows,
+        mesh=mesh,
+        in_specs=(rows, row, PartitionSpec(), row),
+        out_specs=(row, row),
+        check_vma=False,  # rows are independent; the bisection's fresh carries need no annotation
+    )
 
 
-def _decode_weights(graphdef, state):
-    """The weights the decode loop reads (gathered or not): `state` in the model's compute dtype."""
-    dtype = nnx.merge(graphdef, state).dtype
-    leaves = jax.tree_util.tree_leaves_with_path(state)
-    if all(_decode_dtype(p, x, dtype) == x.dtype for p, x in leaves):
-        return state  # nothing to narrow (a bf16 teacher, an fp32 student): no extra program
-    return _in_compute_dtype_jit(state, dtype)
+def _write(s: _Loop, tok_B, logp_B, done_B, cache) -> _Loop:
+    """Column s.step of the outputs; the mask covers every token up to and including a row's first EOS."""
+    at = (0, s.step)
+    return _Loop(
+        step=s.step + 1,
+        last_B=tok_B,
+        done_B=done_B,
+        tokens_BN=jax.lax.dynamic_update_slice(s.tokens_BN, tok_B[:, None], at),
+        mask_BN=jax.lax.dynamic_update_slice(s.mask_BN, (~s.done_B).astype(jnp.int32)[:, None], at),
+        logprobs_BN=jax.lax.dynamic_update_slice(s.logprobs_BN, logp_B[:, None], at),
+        cache=cache,
+    )
 
 
 def _generate(
@@ -133,34 +146,12 @@ def _generate(
     rules,
     gather_weights,
 ):
-    global _TRACES
-    _TRACES += 1  # Python side effect: runs once per trace, never per call
     rules = dict(rules) if rules is not None else None
-    B, T = prompt_ids.shape
-    N = max_new_tokens
-    if gather_weights and mesh is not None:
-        state = jax.lax.with_sharding_constraint(state, state_shardings(state, mesh, rules))
-    model = nnx.merge(graphdef, state)
-    cache = model.init_cache(B, T + N - 1)
-    if mesh is not None:
-        cache = jax.lax.with_sharding_constraint(cache, _cache_shardings(cache, mesh, rules))
-    logits_BV, cache = model.prefill(prompt_ids, prompt_mask, cache)
-
-    def choose_rows(logits_BV, params, key, row_ids_B):
-        return choose(logits_BV, params, key, k_max, row_ids_B)
-
-    if mesh is not None:
-        # Each batch shard chooses its own rows with the whole vocabulary: without shard_map XLA gathers
-        # the full [B,V] logits onto every device for top_k.
-        rows = logical_to_spec(("batch", None), mesh, rules, (B, model.config.vocab_size))
-        row = PartitionSpec(rows[0])
-        choose_rows = jax.shard_map(
-            choose_rows,
-            mesh=mesh,
-            in_specs=(rows, row, PartitionSpec(), row),
-            out_specs=(row, row),
-            check_vma=False,  # rows are independent; the bisection's fresh carries need no annotation
-        )
+    B, N = prompt_ids.shape[0], max_new_tokens
+    model, cache, logits_BV = _prefill(
+        graphdef, state, prompt_ids, prompt_mask, N, mesh, rules, gather_weights
+    )
+    choose_rows = _row_chooser(params, k_max, mesh, rules, B, model.config.vocab_size)
     row_ids_B = jnp.arange(B)
 
     def pick(step, logits_BV, done_B):
@@ -170,26 +161,13 @@ def _generate(
         new_done_B = done_B | jnp.any(tok_B[:, None] == eos_ids[None, :], axis=1)
         return tok_B, logp_B, new_done_B
 
-    def write(s: _Loop, tok_B, logp_B, done_B, cache) -> _Loop:
-        at = (0, s.step)
-        return _Loop(
-            step=s.step + 1,
-            last_B=tok_B,
-            done_B=done_B,
-            tokens_BN=jax.lax.dynamic_update_slice(s.tokens_BN, tok_B[:, None], at),
-            mask_BN=jax.lax.dynamic_update_slice(s.mask_BN, (~s.done_B).astype(jnp.int32)[:, None], at),
-            logprobs_BN=jax.lax.dynamic_update_slice(s.logprobs_BN, logp_B[:, None], at),
-            cache=cache,
-        )
-
     def cond(s: _Loop):
         return (s.step < N) & ~jnp.all(s.done_B)
 
     def body(s: _Loop) -> _Loop:
         # Rows already done feed pad as an invalid token: it takes a slot but no position.
         logits_BV, cache = model.decode_step(s.last_B, s.cache, ~s.done_B)
-        tok_B, logp_B, done_B = pick(s.step, logits_BV, s.done_B)
-        return write(s, tok_B, logp_B, done_B, cache)
+        return _write(s, *pick(s.step, logits_BV, s.done_B), cache)
 
     s = _Loop(
         step=jnp.zeros((), jnp.int32),
@@ -200,7 +178,7 @@ def _generate(
         logprobs_BN=jnp.zeros((B, N), jnp.float32),
         cache=cache,
     )
-    s = write(s, *pick(0, logits_BV, s.done_B), cache)
+    s = _write(s, *pick(0, logits_BV, s.done_B), cache)
     s = jax.lax.while_loop(cond, body, s)
     return SampleOutput(tokens=s.tokens_BN, mask=s.mask_BN, logprobs=s.logprobs_BN, num_steps=s.step)
 
@@ -208,6 +186,23 @@ def _generate(
 _generate_jit = jax.jit(
     _generate, static_argnames=("graphdef", "max_new_tokens", "k_max", "mesh", "rules", "gather_weights")
 )
+
+
+def _check_inputs(max_new_tokens, prompt_ids, prompt_mask) -> None:
+    if int(max_new_tokens) < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if prompt_ids.ndim != 2 or prompt_ids.shape != prompt_mask.shape:
+        raise ValueError(
+            f"prompt_ids {prompt_ids.shape} and prompt_mask {prompt_mask.shape} must be [B,T] alike"
+        )
+    _check_left_padded(prompt_mask)
+
+
+def _eos_array(eos_token_ids) -> np.ndarray:
+    """The EOS ids padded with -1 (never a token) to a multiple of 8, so their number rarely changes the
+    compiled program's shape."""
+    eos = np.asarray(tuple(eos_token_ids), np.int32).reshape(-1)
+    return np.pad(eos, (0, max(8, -(-len(eos) // 8) * 8) - len(eos)), constant_values=-1)
 
 
 def generate_from_state(
@@ -237,13 +232,7 @@ def generate_from_state(
     decodes from one compute-dtype copy of the weights, fsdp shards all-gathered once per call; False leaves
     them sharded and gathers one block at a time, every step (less memory, slower).
     """
-    if int(max_new_tokens) < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    if prompt_ids.ndim != 2 or prompt_ids.shape != prompt_mask.shape:
-        raise ValueError(
-            f"prompt_ids {prompt_ids.shape} and prompt_mask {prompt_mask.shape} must be [B,T] alike"
-        )
-    _check_left_padded(prompt_mask)
+    _check_inputs(max_new_tokens, prompt_ids, prompt_mask)
     params = make_params(prompt_ids.shape[0], temperature, top_k, top_p)
     vocab = jax.tree.leaves(state["embed"])[0].shape[0]
     k_max = _k_cap(int(np.max(params.top_k)), int(top_k_cap), vocab)
@@ -251,16 +240,14 @@ def generate_from_state(
         if np.any(params.temperature > 0):
             raise ValueError("rng is required unless temperature=0.0 (greedy)")
         rng = jax.random.key(0)
-    eos = np.asarray(tuple(eos_token_ids), np.int32).reshape(-1)
-    # Padded with -1 (never a token) to a multiple of 8, so the number of EOS ids rarely changes the shape.
-    eos = np.pad(eos, (0, max(8, -(-len(eos) // 8) * 8) - len(eos)), constant_values=-1)
+    eos = _eos_array(eos_token_ids)
     rules_key = None
     if mesh is not None:
         rules = SAMPLING_RULES if rules is None else rules
         rules_key = tuple(sorted(rules.items()))
         batch = logical_to_sharding(("batch", None), mesh, rules, prompt_ids.shape)
         prompt_ids, prompt_mask = (_to_global(x, batch) for x in (prompt_ids, prompt_mask))
-    state = _decode_weights(graphdef, state)  # gathered or not: per-step gathers move bf16 too
+    state = decode_weights(graphdef, state)  # gathered or not: per-step gathers move bf16 too
     # params, eos and pad stay NumPy: jit places them replicated, each process from its own (equal) copy.
     return _generate_jit(
         graphdef,

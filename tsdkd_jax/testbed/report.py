@@ -145,26 +145,30 @@ def plot(path: str, config, results: dict) -> bool:
     )
     ax.legend(fontsize=7)
     for i, m in enumerate(methods, start=1):
-        ax = axes[0, i]
-        key = f"seed{tb.seeds[0]}/{m}"
-        rows = (
-            read_metrics(os.path.join(os.path.dirname(results[key]["export"]), "metrics.jsonl"))
-            if key in results
-            else []
-        )
-        for term in LOSS_TERMS:
-            pts = [(r["step"], r[term]) for r in rows if term in r]
-            if pts and any(y != 0 for _, y in pts):
-                xs, ys = zip(*pts)
-                ax.plot(xs, ys, label=term, lw=1)
-        if ax.lines and all(min(line.get_ydata()) > 0 for line in ax.lines):
-            ax.set_yscale("log")  # the terms differ by orders of magnitude
-        ax.set(xlabel="step", title=f"{m}: loss terms (seed {tb.seeds[0]})")
-        ax.legend(fontsize=7)
+        _plot_terms(axes[0, i], m, tb.seeds[0], results)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def _plot_terms(ax, m: str, seed: int, results: dict) -> None:
+    """Method `m`'s loss terms over its steps (seed `seed`)."""
+    key = f"seed{seed}/{m}"
+    rows = (
+        read_metrics(os.path.join(os.path.dirname(results[key]["export"]), "metrics.jsonl"))
+        if key in results
+        else []
+    )
+    for term in LOSS_TERMS:
+        pts = [(r["step"], r[term]) for r in rows if term in r]
+        if pts and any(y != 0 for _, y in pts):
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, label=term, lw=1)
+    if ax.lines and all(min(line.get_ydata()) > 0 for line in ax.lines):
+        ax.set_yscale("log")  # the terms differ by orders of magnitude
+    ax.set(xlabel="step", title=f"{m}: loss terms (seed {seed})")
+    ax.legend(fontsize=7)
 
 
 def _strip(results: dict) -> dict:

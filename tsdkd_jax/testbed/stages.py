@@ -20,6 +20,7 @@ from tsdkd_jax import eval as eval_lib
 from tsdkd_jax.eval.metrics import read_json, write_json
 from tsdkd_jax.parallel import distributed
 from tsdkd_jax.testbed import diagnostics
+from tsdkd_jax.train import variants
 
 SCORER = "gsm8k_strict"  # the answer must follow "#### "
 
@@ -31,10 +32,8 @@ def say(msg: str) -> None:
 
 def _stage_config(config, **overrides) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict(config.base.to_dict())  # an unlocked copy of the shared trainer settings
-    for key, value in overrides.items():
-        section, _, field = key.rpartition("__")
-        (c[section] if section else c)[field] = value
-    return c
+    dotted = {key.replace("__", "."): value for key, value in overrides.items()}  # keyword-friendly keys
+    return variants.apply(c, dotted, "testbed stage")
 
 
 def stage_config(config, **overrides) -> ml_collections.ConfigDict:

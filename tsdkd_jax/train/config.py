@@ -18,10 +18,9 @@ import ml_collections
 
 from tsdkd_jax import data as data_lib
 from tsdkd_jax.checkpoint import workdir as wd
+from tsdkd_jax.train import methods as methods_lib
 
-# method → what the batch's responses are and what the loss is (see objectives.py).
-METHODS = ("tsdkd", "tsdkd_official", "gkd", "supervised_kd", "seqkd", "distillm", "sft")
-KD_METHODS = ("tsdkd", "tsdkd_official", "gkd", "supervised_kd", "distillm")  # need teacher logits
+METHODS = methods_lib.METHODS  # name → what the method is (methods.py)
 NORMALIZE = ("global", "micro_batch")
 DTYPES = ("float32", "bfloat16")
 
@@ -55,7 +54,7 @@ def default_config() -> ml_collections.ConfigDict:
     )
 
     c.teacher = ml_collections.ConfigDict()
-    c.teacher.path = ""  # HF folder of the frozen teacher ("" only for method="sft")
+    c.teacher.path = ""  # HF folder of the frozen teacher ("" only for a method without one: sft)
     c.teacher.tokenizer = ""  # its tokenizer ("" = teacher.path, then student's); must equal the student's
     c.teacher.dtype = "bfloat16"  # storage and compute dtype of the teacher (never trained)
     c.teacher.rules = ml_collections.ConfigDict()  # logical-axis overrides for the teacher (e.g. more tensor)
@@ -119,9 +118,12 @@ def default_config() -> ml_collections.ConfigDict:
     c.checkpoint.allow_config_change = False
     c.checkpoint.export = True  # write the final student to <workdir>/export as an HF folder
 
+    c.assets = ml_collections.ConfigDict()  # generated model folders and data (train/assets.py)
+    c.assets.builder = ""  # "" = none; "tiny": tiny.build(dir, teacher_head_scale) before the run starts
+    c.assets.dir = ""
+    c.assets.teacher_head_scale = 40.0
+
     c.debug = ml_collections.ConfigDict()
-    c.debug.nan_at_step = -1  # test hook: make `nan_term` NaN at this (1-based) step
-    c.debug.nan_term = "loss/direct"  # which term the hook poisons
     c.debug.step_sleep = 0.0  # test hook: seconds to sleep after each step (SIGTERM tests)
     return c
 
@@ -155,19 +157,29 @@ def validate(config, *, device_count: int = 1, process_count: int = 1, check_pat
     check_paths=False skips what needs the files (model folders, a local data file): for checking an
     experiment file on a machine without its models, e.g. the paper configs in tests.
     """
+    _check_values(config)
+    _check_shapes(config, device_count)
+    _check_models(config, check_paths)
+    try:
+        data_lib.validate(config.data, process_count=process_count)
+    except FileNotFoundError:
+        if check_paths:
+            raise
+
+
+def _check_values(config) -> None:
+    """Each field's own range, and the method's own requirements (methods.py)."""
     if config.method not in METHODS:
-        raise _err("method", f"unknown method {config.method!r}; expected one of {METHODS}")
+        raise _err("method", f"unknown method {config.method!r}; expected one of {tuple(METHODS)}")
     for name in ("beta", "lam"):
         v = config.loss[name]
         if not isinstance(v, int | float) or not 0.0 <= v <= 1.0:
             raise _err(f"loss.{name}", f"must be in [0, 1], got {v!r}")
     if config.loss.normalize not in NORMALIZE:
         raise _err("loss.normalize", f"must be one of {NORMALIZE}, got {config.loss.normalize!r}")
-    terms = ("use_indirect", "use_em", "use_direct")
-    if config.method in ("tsdkd", "tsdkd_official") and not any(config.loss[n] for n in terms):
-        raise _err("loss.use_direct", "with use_em and use_indirect also False the loss is empty")
-    if config.method == "distillm" and config.loss.divergence not in ("skl", "srkl"):
-        raise _err("loss.divergence", f"distillm needs 'skl' or 'srkl', got {config.loss.divergence!r}")
+    method = methods_lib.METHODS[config.method]
+    if (problem := method.check(config.loss)) is not None:
+        raise _err(*problem)
     dtype_fields = (("student", "compute_dtype"), ("student", "param_dtype"), ("teacher", "dtype"),
                     ("loss", "logits_dtype"))  # fmt: skip
     for section, field in dtype_fields:
@@ -180,10 +192,9 @@ def validate(config, *, device_count: int = 1, process_count: int = 1, check_pat
             raise _err(field, f"must be >= 1, got {config[field]}")
     if config.sampling.max_new_tokens < 1:
         raise _err("sampling.max_new_tokens", f"must be >= 1, got {config.sampling.max_new_tokens}")
-    if config.optim.lr < 0 or not 0 <= config.optim.warmup_frac <= 1:
-        raise _err(
-            "optim.lr/warmup_frac", f"got lr={config.optim.lr}, warmup_frac={config.optim.warmup_frac}"
-        )
+    o = config.optim
+    if o.lr < 0 or not 0 <= o.warmup_frac <= 1:
+        raise _err("optim.lr/warmup_frac", f"got lr={o.lr}, warmup_frac={o.warmup_frac}")
     if config.optim.grad_accum < 1:
         raise _err("optim.grad_accum", f"must be >= 1, got {config.optim.grad_accum}")
     for field in ("every", "keep"):  # keep=0 would keep no checkpoint at all
@@ -194,6 +205,9 @@ def validate(config, *, device_count: int = 1, process_count: int = 1, check_pat
     if config.loss.rank_k < 1:
         raise _err("loss.rank_k", f"must be >= 1, got {config.loss.rank_k}")
 
+
+def _check_shapes(config, device_count: int) -> None:
+    """The batch over micro-batches and the mesh; the responses the method trains on."""
     b, k = config.data.batch_size, config.optim.grad_accum
     if b % k:
         raise _err("data.batch_size", f"{b} is not divisible by optim.grad_accum={k}")
@@ -204,13 +218,9 @@ def validate(config, *, device_count: int = 1, process_count: int = 1, check_pat
             f"the micro-batch data.batch_size/optim.grad_accum = {b // k} is not divisible by the data axes "
             f"of the mesh (mesh.data × mesh.fsdp = {ways})",
         )
-    needs_responses = config.method in ("supervised_kd", "sft") or (
-        config.method in ("tsdkd", "tsdkd_official", "gkd", "distillm") and config.loss.lam < 1.0
-    )
-    if needs_responses and not config.data.response_field:
-        raise _err(
-            "data.response_field", f"method={config.method} with λ={config.loss.lam} needs dataset responses"
-        )
+    if methods_lib.needs_dataset_responses(config) and not config.data.response_field:
+        need = f"method={config.method} with λ={config.loss.lam} needs dataset responses"
+        raise _err("data.response_field", need)
     if config.data.response_field and config.data.max_response_len > config.sampling.max_new_tokens:
         raise _err(
             "data.max_response_len",
@@ -218,20 +228,18 @@ def validate(config, *, device_count: int = 1, process_count: int = 1, check_pat
             "(the response length every batch is padded to)",
         )
 
+
+def _check_models(config, check_paths: bool) -> None:
+    """The model folders (a teacher where the method needs one)."""
     if not config.student.path:
         raise _err("student.path", "is empty")
     if check_paths:
         _hf_config(config.student.path, "student.path")
-    if config.method != "sft":
+    if methods_lib.of(config).needs_teacher:
         if not config.teacher.path:
             raise _err("teacher.path", f"is empty (method={config.method} needs a teacher)")
         if check_paths:
             _hf_config(config.teacher.path, "teacher.path")
-    try:
-        data_lib.validate(config.data, process_count=process_count)
-    except FileNotFoundError:
-        if check_paths:
-            raise
 
 
 def tokenizer_path(config, side: str) -> str:
@@ -253,16 +261,13 @@ def check_pair(config, student_tokenizer, teacher_tokenizer=None) -> None:
             "student.tokenizer",
             f"has {len(student_tokenizer)} tokens but the student's vocab_size is {s['vocab_size']}",
         )
-    if config.method == "sft":
+    if not methods_lib.of(config).needs_teacher:
         return
     t = _hf_config(config.teacher.path, "teacher.path")
     # the loss's top-k runs over the vocabulary both sides' logits are brought to (see loss.vocab_policy)
     vocab = t["vocab_size"] if config.loss.vocab_policy == "pad_student" else s["vocab_size"]
-    if (
-        config.loss.use_indirect
-        and config.method in ("tsdkd", "tsdkd_official")
-        and config.loss.rank_k > vocab
-    ):
+    loss_cfg = methods_lib.loss_config(config)
+    if loss_cfg is not None and loss_cfg.use_indirect and config.loss.rank_k > vocab:
         raise _err("loss.rank_k", f"{config.loss.rank_k} exceeds the models' vocabulary size {vocab}")
     if s["vocab_size"] > t["vocab_size"]:
         raise _err(

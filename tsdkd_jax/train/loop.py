@@ -17,17 +17,20 @@ import jax
 import numpy as np
 from flax import nnx
 
-from tsdkd_jax import checkpoint, data, models, parallel, plan, sampling
+from tsdkd_jax import checkpoint, data, models, parallel, plan
 from tsdkd_jax.checkpoint import workdir as workdir_lib
 from tsdkd_jax.parallel import distributed
+from tsdkd_jax.train import assets, diagnostics, evaluate, methods, perf, rollout
 from tsdkd_jax.train import config as config_lib
-from tsdkd_jax.train import diagnostics, evaluate, perf, rollout
 from tsdkd_jax.train import export as export_lib
+from tsdkd_jax.train import metrics as metrics_lib
 from tsdkd_jax.train import state as state_lib
 from tsdkd_jax.train import step as step_lib
 from tsdkd_jax.train.metrics import MetricsWriter, NonFiniteLossError, host_values
 
 log = logging.getLogger(__name__)
+# train_step's rng argument: the step is deterministic given its batch (sampling keys come from (seed, step)).
+_NO_RNG = np.zeros((2,), np.uint32)
 
 __all__ = ["NonFiniteLossError", "Trainer", "run"]
 
@@ -40,6 +43,7 @@ class Trainer:
 
     def __init__(self, config, workdir: str):
         workdir_lib.check(workdir)  # a gs:// workdir without gcsfs fails here, not at the first save
+        assets.ensure(config)  # generated model folders and data (configs/tiny.py), before validation
         self.config, self.workdir = config, os.fspath(workdir_lib.path(workdir))
         c = config
         devices = jax.devices()[: c.mesh.devices or None]
@@ -47,32 +51,63 @@ class Trainer:
         self.lock = checkpoint.acquire_workdir_lock(self.workdir)  # one trainer per workdir (process 0)
         config_lib.record(c, self.workdir)  # <workdir>/config.json, read by tsdkd_jax.inspect
         plan.warn_if_too_big(c, devices)  # before loading or compiling anything
-        self.tokenizer = data.load_tokenizer(config_lib.tokenizer_path(c, "student"))
-        t_tok_path = config_lib.tokenizer_path(c, "teacher")
-        t_tok = None
-        if c.method != "sft" and t_tok_path != config_lib.tokenizer_path(c, "student"):
-            t_tok = data.load_tokenizer(t_tok_path)
-        config_lib.check_pair(c, self.tokenizer, t_tok)
-        self.eos_ids = data.eos_token_ids(c.student.path, self.tokenizer)
-        official = c.method == "tsdkd_official"
-        self.pad_id = (
-            self.eos_ids[0] if official else data.resolve_pad_id(c.data.pad_id, self.tokenizer, self.eos_ids)
-        )
-
+        self._load_tokenizers()
         self.mesh = parallel.make_mesh(c.mesh.data, c.mesh.fsdp, c.mesh.tensor, devices=devices)
         self.rules = {**parallel.DEFAULT_RULES, **c.mesh.rules.to_dict()}
         self.teacher_rules = {**self.rules, **c.teacher.rules.to_dict()}
         self.sampling_rules = {**self.rules, "embed": None}
         self.batch_axes = self.rules["batch"]
+        self._load_teacher()
+        params, p_shardings = self._load_student()
+        self.tx = state_lib.optimizer(c)
+        abstract_params = jax.eval_shape(lambda p: p, params)
+        self.shardings = state_lib.state_shardings(p_shardings, self.tx, abstract_params, self.mesh)
+        train_set = self._load_data()
+        self.ckpt = checkpoint.Checkpointer(
+            self.workdir, save_interval_steps=c.checkpoint.every, max_to_keep=c.checkpoint.keep,
+            async_save=c.checkpoint.async_save, run_identity=checkpoint.run_identity(c, train_set),
+            allow_config_change=c.checkpoint.allow_config_change,
+        )  # fmt: skip
+        if self.ckpt.latest_step() is not None:
+            del params  # the restored copy replaces it: never both in memory
+            self._restore(abstract_params)
+        else:
+            self.start_step = 0
+            self.state = state_lib.init_state(params, self.tx, c.seed, self.shardings)
+        export_lib.prepare_workdir(self.workdir, c, self.start_step)  # after a kill -9, a copy, a DONE run
+        self._compile_step()
+        metrics_lib.log_run_summary(self)
 
-        self.teacher_graphdef, self.teacher_params = None, None
-        teacher_vocab = None
-        if c.method != "sft":
+    # ---- setup phases ----------------------------------------------------------------------------------
+
+    def _load_tokenizers(self):
+        """The student's tokenizer (the teacher's must equal it), EOS ids and the pad id."""
+        c, method = self.config, methods.of(self.config)
+        self.tokenizer = data.load_tokenizer(config_lib.tokenizer_path(c, "student"))
+        t_tok_path, t_tok = config_lib.tokenizer_path(c, "teacher"), None
+        if method.needs_teacher and t_tok_path != config_lib.tokenizer_path(c, "student"):
+            t_tok = data.load_tokenizer(t_tok_path)
+        config_lib.check_pair(c, self.tokenizer, t_tok)
+        self.eos_ids = data.eos_token_ids(c.student.path, self.tokenizer)
+        pad_id = data.resolve_pad_id(c.data.pad_id, self.tokenizer, self.eos_ids)
+        self.pad_id = self.eos_ids[0] if method.pad_is_eos else pad_id
+
+    def _load_teacher(self):
+        """The frozen teacher in its own sharded tree (None, None for a method without one)."""
+        c = self.config
+        self.teacher_graphdef, self.teacher_params, self.teacher_config = None, None, None
+        if methods.of(c).needs_teacher:
             teacher = models.from_pretrained(c.teacher.path, c.teacher.dtype, self.mesh, self.teacher_rules)
-            teacher_vocab = teacher.config.vocab_size
+            self.teacher_config = teacher.config
             self.teacher_graphdef, t_state = nnx.split(teacher)
             self.teacher_params = nnx.to_pure_dict(t_state)
-        resize = teacher_vocab if c.student.resize_vocab_to_teacher else None
+
+    def _load_student(self):
+        """(params, their shardings) of the student; sets graphdef and model_config."""
+        c = self.config
+        resize = None
+        if c.student.resize_vocab_to_teacher and self.teacher_config is not None:
+            resize = self.teacher_config.vocab_size
         p_dtype = c.student.param_dtype  # float32: the optimizer's master copy; bfloat16: the official run's
         student = models.from_pretrained(c.student.path, p_dtype, self.mesh, self.rules, vocab_size=resize)
         student.dtype = jax.numpy.dtype(c.student.compute_dtype)
@@ -80,42 +115,25 @@ class Trainer:
         self.model_config = student.config
         p_shardings = state_lib.param_shardings(student, self.mesh, self.rules)
         self.graphdef, s_state = nnx.split(student)
-        params = nnx.to_pure_dict(s_state)
-        del student, s_state
+        return nnx.to_pure_dict(s_state), p_shardings
 
-        self.tx = state_lib.optimizer(c)
-        abstract_params = jax.eval_shape(lambda p: p, params)
-        self.shardings = state_lib.state_shardings(p_shardings, self.tx, abstract_params, self.mesh)
-
-        train_set, heldout, self.data_stats = data.load_prompt_data(
+    def _load_data(self):
+        """This host's prompt iterator and the held-out prompts; returns the train set."""
+        c = self.config
+        train_set, self.heldout, self.data_stats = data.load_prompt_data(
             c.data, self.tokenizer, eos_ids=self.eos_ids, process_count=jax.process_count()
         )
-        self.heldout = heldout
         self.iterator = data.PromptIterator.from_config(train_set, c.data, pad_id=self.pad_id)
-        self.ckpt = checkpoint.Checkpointer(
-            self.workdir, save_interval_steps=c.checkpoint.every, max_to_keep=c.checkpoint.keep,
-            async_save=c.checkpoint.async_save, run_identity=checkpoint.run_identity(c, train_set),
-            allow_config_change=c.checkpoint.allow_config_change,
-        )  # fmt: skip
+        return train_set
 
-        self.start_step = 0
-        if self.ckpt.latest_step() is not None:
-            target = checkpoint.abstract_target(
-                state_lib.abstract_state(abstract_params, self.tx), self.shardings
-            )
-            del params
-            self.state, meta = self.ckpt.restore(target)
-            self.iterator.set_state(meta["data"])
-            self.start_step = int(self.state["step"])
-            checkpoint.check_resume_step(self.start_step, c.total_steps, self.ckpt.directory)
-            log.info("resumed from %s at step %d", self.ckpt.directory, self.start_step)
-        else:
-            self.state = state_lib.init_state(params, self.tx, c.seed, self.shardings)
-        export_lib.prepare_workdir(self.workdir, c, self.start_step)  # after a kill -9, a copy, a DONE run
-        self._compile_step()
-        self._log_summary()
-
-    # ---- setup helpers -------------------------------------------------------------------------------
+    def _restore(self, abstract_params):
+        """The latest checkpoint onto this run's shardings, with the data iterator's position."""
+        state = state_lib.abstract_state(abstract_params, self.tx)
+        self.state, meta = self.ckpt.restore(checkpoint.abstract_target(state, self.shardings))
+        self.iterator.set_state(meta["data"])
+        self.start_step = int(self.state["step"])
+        checkpoint.check_resume_step(self.start_step, self.config.total_steps, self.ckpt.directory)
+        log.info("resumed from %s at step %d", self.ckpt.directory, self.start_step)
 
     def _compile_step(self):
         c = self.config
@@ -131,11 +149,6 @@ class Trainer:
         )
         self.split_step = perf.SplitStep(self.spec, **kw) if c.profile_every else None
         self.peak_flops = perf.peak_flops(self.mesh.devices.flat[0])
-        self.teacher_config = (
-            None
-            if self.teacher_graphdef is None
-            else nnx.merge(self.teacher_graphdef, self.teacher_params).config
-        )
 
     def step_flops(self, batch) -> float:
         """Model FLOPs of one step on `batch` (see perf.py)."""
@@ -144,23 +157,6 @@ class Trainer:
         return perf.step_flops(
             self.model_config, self.teacher_config, rows=rows, seq_len=seq_len, response_len=n,
             prepass=perf.has_prepass(self.spec),
-        )  # fmt: skip
-
-    def _log_summary(self):
-        c = self.config
-        n_s = state_lib.count_params(self.state["params"])
-        n_t = state_lib.count_params(self.teacher_params) if self.teacher_params is not None else 0
-        # Weights and optimizer only (fp32 params + AdamW moments + fp32 gradients; teacher in its dtype).
-        gb = (16 * n_s + jax.numpy.dtype(c.teacher.dtype).itemsize * n_t) / 1e9
-        peak = f"{self.peak_flops / 1e12:.0f} TFLOP/s" if self.peak_flops else "unknown"
-        log.info(
-            "tsdkd run: method=%s processes=%d devices=%d (%s, peak bf16 %s/device) mesh=%s student=%.2fM "
-            "params (fp32 master, %s compute) teacher=%.2fM params (%s) state+teacher≈%.1f GB (no "
-            "activations) batch=%d×%d accum=%d steps=%d start=%d train=%d heldout=%d",
-            c.method, jax.process_count(), jax.device_count(), jax.devices()[0].device_kind, peak,
-            dict(self.mesh.shape), n_s / 1e6, c.student.compute_dtype, n_t / 1e6, c.teacher.dtype, gb,
-            c.data.batch_size, c.sampling.max_new_tokens, c.optim.grad_accum, c.total_steps, self.start_step,
-            len(self.iterator.examples), len(self.heldout),
         )  # fmt: skip
 
     def to_global(self, x):
@@ -176,30 +172,7 @@ class Trainer:
 
     def make_batch(self, step: int, host_batch) -> tuple[dict, float, bool]:
         """Global arrays of the step's prompts and responses, the sampling time, and whether it sampled."""
-        c = self.config
-        prompt_ids, prompt_mask = (self.to_global(host_batch[k]) for k in ("prompt_ids", "prompt_mask"))
-        t0 = time.perf_counter()
-        sampled_by = None
-        if c.method == "seqkd":
-            sampled_by = (self.teacher_graphdef, self.teacher_params)
-        elif c.method in ("tsdkd", "tsdkd_official", "gkd", "distillm") and rollout.on_policy(
-            c.seed, step, c.loss.lam
-        ):
-            sampled_by = (self.graphdef, self.state["params"])
-        if sampled_by is not None:
-            key = sampling.sample_key(c.seed, step, 0)
-            tokens, mask = self.sample(*sampled_by, prompt_ids, prompt_mask, key)
-            jax.block_until_ready(tokens)  # sampling depends on the previous update anyway
-        else:
-            ids, m = rollout.pad_responses(host_batch, c.sampling.max_new_tokens, self.pad_id)
-            tokens, mask = self.to_global(ids), self.to_global(m)
-        batch = {
-            "prompt_ids": prompt_ids,
-            "prompt_mask": prompt_mask,
-            "response_ids": tokens,
-            "response_mask": mask,
-        }
-        return batch, time.perf_counter() - t0, sampled_by is not None
+        return rollout.step_batch(self, step, host_batch)
 
     # ---- the loop ------------------------------------------------------------------------------------
 
@@ -226,51 +199,16 @@ class Trainer:
         """
         c = self.config
         writer = MetricsWriter(self.workdir, total_steps=c.total_steps, start_step=self.start_step)
-        if hook is not None and self.start_step == 0 and (values := hook(0, self.state["params"])):
-            writer.write(0, values)
-        eval_batches = evaluate.heldout_batches(self)
-        if eval_batches and self.start_step == 0 and c.eval_at_ends:
-            writer.write(
-                0, {"eval/kl_teacher_student": evaluate.heldout_kl(self, self.state["params"], eval_batches)}
-            )
         last, pending = {}, None
         try:
+            eval_batches = self._start(writer, hook)
             with checkpoint.PreemptionGuard() as guard:
                 for step in range(self.start_step + 1, c.total_steps + 1):
-                    batch, t_sample, sampled = self.make_batch(step, next(self.iterator))
-                    profiled = {}
-                    if c.profile_every and step % c.profile_every == 0:  # time the pieces; discard the update
-                        profiled = self.split_step(self.state, self.teacher_params, batch)[2]
-                    t_dispatch = time.perf_counter()
-                    rng = jax.random.key_data(jax.random.fold_in(jax.random.key(c.seed), step))
-                    self.state, metrics = self.step_fn(self.state, self.teacher_params, batch, rng)
-                    if pending is not None:  # the previous step's metrics, after dispatching this one
-                        last = self._finish(pending, writer)
-                    extra = {
-                        "time/sample": t_sample,
-                        "on_policy": float(sampled),
-                        "flops": self.step_flops(batch),
-                    }
-                    extra.update(profiled)
-                    extra.update(diagnostics.response_metrics(self, batch) if sampled else {})  # host work
-                    pending = (step, metrics, extra, t_dispatch)
+                    pending, last = self._dispatch(step, pending, writer, last)
                     if hook is not None and (values := hook(step, self.state["params"])):
                         writer.write(step, values)
                     stop = guard.should_stop(step)
-                    evaluate_now = eval_batches and (
-                        (c.eval_every and step % c.eval_every == 0)
-                        or (c.eval_at_ends and step == c.total_steps)
-                    )
-                    if stop or evaluate_now or step % c.checkpoint.every == 0 or step == c.total_steps:
-                        kl = (
-                            evaluate.heldout_kl(self, self.state["params"], eval_batches)
-                            if evaluate_now
-                            else None
-                        )
-                        last, pending = self._finish(pending, writer, kl), None
-                        self.ckpt.save(step, self.state, self._meta(), metrics={"loss": last["loss"]},
-                                       force=stop or step == c.total_steps)  # fmt: skip
-                        writer.flush()  # rows up to a checkpoint are never lost (gs:// buffers them)
+                    pending, last = self._evaluate_and_save(step, pending, writer, eval_batches, stop, last)
                     if c.debug.step_sleep:
                         time.sleep(c.debug.step_sleep)
                     if stop:
@@ -278,17 +216,65 @@ class Trainer:
                         break
                 if pending is not None:
                     last = self._finish(pending, writer)
-            self.ckpt.wait_until_finished()
-            if int(self.state["step"]) == c.total_steps:
-                if c.checkpoint.export:
-                    self.export()
-                distributed.mark_done(self.workdir)  # launch/ scripts stop resuming once this exists
+            self._complete()
         finally:
             try:
                 writer.close()
             finally:
                 self.close()
         return last
+
+    # ---- the loop's phases -----------------------------------------------------------------------------
+
+    def _start(self, writer, hook) -> list[dict]:
+        """Step-0 rows of a fresh run (the hook's, the held-out KL); returns the held-out batches."""
+        if hook is not None and self.start_step == 0 and (values := hook(0, self.state["params"])):
+            writer.write(0, values)
+        eval_batches = evaluate.heldout_batches(self)
+        if eval_batches and self.start_step == 0 and self.config.eval_at_ends:
+            kl = evaluate.heldout_kl(self, self.state["params"], eval_batches)
+            writer.write(0, {"eval/kl_teacher_student": kl})
+        return eval_batches
+
+    def _dispatch(self, step: int, pending, writer, last):
+        """Samples and dispatches `step`; then pulls the previous step's metrics (the host never stalls the
+        device). Returns (this step's pending metrics, the last finished ones)."""
+        c = self.config
+        batch, t_sample, sampled = self.make_batch(step, next(self.iterator))
+        profiled = {}
+        if c.profile_every and step % c.profile_every == 0:  # time the pieces; discard the update
+            profiled = self.split_step(self.state, self.teacher_params, batch)[2]
+        t_dispatch = time.perf_counter()
+        self.state, metrics = self.step_fn(self.state, self.teacher_params, batch, _NO_RNG)
+        if pending is not None:
+            last = self._finish(pending, writer)
+        extra = {"time/sample": t_sample, "on_policy": float(sampled), "flops": self.step_flops(batch)}
+        extra.update(profiled)
+        extra.update(diagnostics.response_metrics(self, batch) if sampled else {})  # host work
+        return (step, metrics, extra, t_dispatch), last
+
+    def _evaluate_and_save(self, step: int, pending, writer, eval_batches, stop: bool, last):
+        """At an eval, checkpoint, stop or final step: held-out KL, the step's row and a checkpoint."""
+        c = self.config
+        evaluate_now = eval_batches and (
+            (c.eval_every and step % c.eval_every == 0) or (c.eval_at_ends and step == c.total_steps)
+        )
+        if not (stop or evaluate_now or step % c.checkpoint.every == 0 or step == c.total_steps):
+            return pending, last
+        kl = evaluate.heldout_kl(self, self.state["params"], eval_batches) if evaluate_now else None
+        last = self._finish(pending, writer, kl)
+        self.ckpt.save(step, self.state, self._meta(), metrics={"loss": last["loss"]},
+                       force=stop or step == c.total_steps)  # fmt: skip
+        writer.flush()  # rows up to a checkpoint are never lost (gs:// buffers them)
+        return None, last
+
+    def _complete(self) -> None:
+        """After the loop: wait for the checkpoint; a finished run exports and marks its workdir DONE."""
+        self.ckpt.wait_until_finished()
+        if int(self.state["step"]) == self.config.total_steps:
+            if self.config.checkpoint.export:
+                self.export()
+            distributed.mark_done(self.workdir)  # launch/ scripts stop resuming once this exists
 
     def close(self) -> None:
         """Close the checkpoint manager and release the workdir lock (run() does this itself)."""

@@ -21,6 +21,7 @@ import jax
 
 from tsdkd_jax.checkpoint import workdir as wd
 from tsdkd_jax.train import progress
+from tsdkd_jax.train import state as state_lib
 
 log = logging.getLogger(__name__)
 
@@ -150,3 +151,22 @@ class MetricsWriter:
             log.warning(
                 "could not write %s (%d rows kept for the next try): %s", self.path, len(self._rows), e
             )
+
+
+def log_run_summary(t) -> None:
+    """One INFO line describing a Trainer's run (models, mesh, memory of weights and optimizer, data)."""
+    c = t.config
+    n_s = state_lib.count_params(t.state["params"])
+    n_t = state_lib.count_params(t.teacher_params) if t.teacher_params is not None else 0
+    # Weights and optimizer only (fp32 params + AdamW moments + fp32 gradients; teacher in its dtype).
+    gb = (16 * n_s + jax.numpy.dtype(c.teacher.dtype).itemsize * n_t) / 1e9
+    peak = f"{t.peak_flops / 1e12:.0f} TFLOP/s" if t.peak_flops else "unknown"
+    log.info(
+        "tsdkd run: method=%s processes=%d devices=%d (%s, peak bf16 %s/device) mesh=%s student=%.2fM "
+        "params (fp32 master, %s compute) teacher=%.2fM params (%s) state+teacher≈%.1f GB (no "
+        "activations) batch=%d×%d accum=%d steps=%d start=%d train=%d heldout=%d",
+        c.method, jax.process_count(), jax.device_count(), jax.devices()[0].device_kind, peak,
+        dict(t.mesh.shape), n_s / 1e6, c.student.compute_dtype, n_t / 1e6, c.teacher.dtype, gb,
+        c.data.batch_size, c.sampling.max_new_tokens, c.optim.grad_accum, c.total_steps, t.start_step,
+        len(t.iterator.examples), len(t.heldout),
+    )  # fmt: skip

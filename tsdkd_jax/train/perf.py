@@ -113,9 +113,7 @@ class SplitStep:
         if self.teacher is not None:
             hiddens = jax.block_until_ready(self.teacher(teacher_params, batch))
         t1 = time.perf_counter()
-        out = jax.block_until_ready(
-            self.student(state["params"], state["step"], teacher_params, batch, hiddens)
-        )
+        out = jax.block_until_ready(self.student(state["params"], teacher_params, batch, hiddens))
         t2 = time.perf_counter()
         new_state, metrics = jax.block_until_ready(self.update(state, *out))
         t3 = time.perf_counter()

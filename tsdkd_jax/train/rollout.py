@@ -6,6 +6,8 @@ exactly what the uninterrupted one drew.
 
 from __future__ import annotations
 
+import time
+
 import jax
 import numpy as np
 from flax import nnx
@@ -13,6 +15,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
 from tsdkd_jax import sampling
+from tsdkd_jax.train import methods
 
 
 def on_policy(seed: int, step: int, lam: float) -> bool:
@@ -68,3 +71,31 @@ def sample(graphdef, params, prompt_ids, prompt_mask, key, *, config, eos_ids, p
         gather_weights=s.gather_weights,
     )
     return out.tokens, out.mask
+
+
+def step_batch(t, step: int, host_batch) -> tuple[dict, float, bool]:
+    """The step's global batch for Trainer `t`: its prompts, and responses sampled by whoever the method
+    table names for this step (methods.responder) or the dataset's; with the sampling time and whether it
+    sampled."""
+    c = t.config
+    prompt_ids, prompt_mask = (t.to_global(host_batch[k]) for k in ("prompt_ids", "prompt_mask"))
+    t0 = time.perf_counter()
+    sampled_by = {
+        "teacher": (t.teacher_graphdef, t.teacher_params),
+        "student": (t.graphdef, t.state["params"]),
+        None: None,
+    }[methods.responder(c, on_policy(c.seed, step, c.loss.lam))]
+    if sampled_by is not None:
+        key = sampling.sample_key(c.seed, step, 0)
+        tokens, mask = t.sample(*sampled_by, prompt_ids, prompt_mask, key)
+        jax.block_until_ready(tokens)  # sampling depends on the previous update anyway
+    else:
+        ids, m = pad_responses(host_batch, c.sampling.max_new_tokens, t.pad_id)
+        tokens, mask = t.to_global(ids), t.to_global(m)
+    batch = {
+        "prompt_ids": prompt_ids,
+        "prompt_mask": prompt_mask,
+        "response_ids": tokens,
+        "response_mask": mask,
+    }
+    return batch, time.perf_counter() - t0, sampled_by is not None

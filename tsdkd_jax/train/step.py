@@ -25,7 +25,8 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from tsdkd_jax import losses
-from tsdkd_jax.train import diagnostics
+from tsdkd_jax.losses import terms as loss_terms
+from tsdkd_jax.train import diagnostics, methods
 from tsdkd_jax.train import objectives as obj
 
 
@@ -41,8 +42,6 @@ class StepSpec:
     mask_pad_id: int = -1  # ≥ 0 (official parity, pad = EOS): tokens equal to it are masked everywhere
     logits_dtype: str = "float32"  # "bfloat16": logits rounded to bf16 before the (f32) loss (official)
     term_grad_norms: bool = True  # grad_norm/<term> of KD losses (diagnostics.py)
-    nan_at_step: int = -1  # test hook
-    nan_term: str = "loss/direct"
     mesh: Mesh | None = None
     batch_axes: Any = ("data", "fsdp")
 
@@ -90,7 +89,7 @@ def _selection_prepass(params, graphdef, mbs, spec: StepSpec):
         student = nnx.merge(graphdef, params)
         hs = response_hidden(student, mb, n)
         h = obj.student_entropy(hs, s_unembed=student.unembed, chunk_size=spec.chunk_size)
-        return None, obj.selections(jax.lax.stop_gradient(h), mb["loss_mask"], spec.loss_cfg)
+        return None, loss_terms.selections(jax.lax.stop_gradient(h), mb["loss_mask"], spec.loss_cfg)
 
     _, sel_masks = jax.lax.scan(body, None, mbs)
     return sel_masks
@@ -101,19 +100,19 @@ def _head(hs, mb, teacher_hidden, sel_masks, counts, *, student, teacher, spec: 
     cfg, mask = spec.loss_cfg, mb["loss_mask"]
     if cfg is None:
         stats = obj.ce_token_stats(hs, mb["labels"], s_unembed=student.unembed, chunk_size=spec.chunk_size)
-        sums = obj.ce_sums(stats, mask)
+        sums = loss_terms.ce_sums(stats, mask)
     else:
         stats = kd_stats(hs, teacher_hidden, student=student, teacher=teacher, spec=spec)
         if sel_masks is None:
-            sel_masks = obj.selections(stats["h_s"], mask, cfg)
-        sums = obj.kd_sums(stats, mask, cfg, sel_masks)
+            sel_masks = loss_terms.selections(stats["h_s"], mask, cfg)
+        sums = loss_terms.kd_sums(stats, mask, cfg, sel_masks)
     if spec.normalize == "micro_batch":
         return obj.micro_batch_terms(stats, mask, cfg, sums, spec.grad_accum), sums
-    counts = counts or {name: sums[name][1] for name in obj.term_weights(cfg)}
+    counts = counts or {name: sums[name][1] for name in loss_terms.term_weights(cfg)}
     return obj.global_terms(sums, counts, cfg), sums
 
 
-def _micro_loss(params, mb, teacher_hidden, sel_masks, counts, step, *, graphdef, teacher, spec: StepSpec):
+def _micro_loss(params, mb, teacher_hidden, sel_masks, counts, *, graphdef, teacher, spec: StepSpec):
     """(loss contribution, (terms, sums, squared per-term hidden-state gradient norms)) of one micro-batch;
     see objectives.py for the normalisation and diagnostics.py for the norms."""
     n = mb["labels"].shape[-1]
@@ -122,16 +121,12 @@ def _micro_loss(params, mb, teacher_hidden, sel_masks, counts, step, *, graphdef
     head = functools.partial(_head, mb=mb, teacher_hidden=teacher_hidden, sel_masks=sel_masks, counts=counts,
                              teacher=teacher, spec=spec)  # fmt: skip
     terms, sums = head(hs, student=student)
-    weights = obj.term_weights(spec.loss_cfg)
+    weights = loss_terms.term_weights(spec.loss_cfg)  # held fixed by the per-term gradient norms
     grad_sq = {}
     if spec.loss_cfg is not None and spec.term_grad_norms:  # through the head only, weights held fixed
         frozen = nnx.merge(graphdef, jax.lax.stop_gradient(params))
         grad_sq = diagnostics.term_grad_sq(lambda h: head(h, student=frozen)[0], hs, weights)
-    if spec.nan_at_step >= 0:  # test hook: poison one term at one step
-        name = spec.nan_term if spec.nan_term in terms else next(iter(terms))
-        terms[name] = terms[name] + jnp.where(step + 1 == spec.nan_at_step, jnp.nan, 0.0)
-    loss = sum(weights[name] * terms[name] for name in terms)
-    return loss, (terms, sums, grad_sq)
+    return loss_terms.combine(terms, spec.loss_cfg), (terms, sums, grad_sq)
 
 
 def teacher_hidden(teacher_params, batch, *, teacher_graphdef, spec: StepSpec):
@@ -144,7 +139,7 @@ def teacher_hidden(teacher_params, batch, *, teacher_graphdef, spec: StepSpec):
 
 
 def student_grads(
-    params, step, teacher_params, batch, teacher_hiddens=None, *, graphdef, teacher_graphdef, spec: StepSpec
+    params, teacher_params, batch, teacher_hiddens=None, *, graphdef, teacher_graphdef, spec: StepSpec
 ):
     """Summed gradients, terms and (numerator, count) sums over the accumulation window, the token count,
     and the per-term squared hidden-state gradient norms (diagnostics.py). The teacher's hidden states are
@@ -165,7 +160,7 @@ def student_grads(
     teacher = None if teacher_graphdef is None else nnx.merge(teacher_graphdef, teacher_params)
     grad_fn = jax.value_and_grad(
         lambda p, mb, th, sm: _micro_loss(
-            p, mb, th, sm, counts, step, graphdef=graphdef, teacher=teacher, spec=spec
+            p, mb, th, sm, counts, graphdef=graphdef, teacher=teacher, spec=spec
         ),
         has_aux=True,
     )
@@ -185,7 +180,7 @@ def student_grads(
         th0 = jax.eval_shape(lambda mb: response_hidden(teacher, mb, mb["labels"].shape[-1]), mb0)
     _, aux_s = jax.eval_shape(
         lambda p, mb, th, sm: _micro_loss(
-            p, mb, th, sm, counts, step, graphdef=graphdef, teacher=teacher, spec=spec
+            p, mb, th, sm, counts, graphdef=graphdef, teacher=teacher, spec=spec
         ),
         params,
         mb0,
@@ -200,8 +195,7 @@ def student_grads(
 
 def apply_update(state, grads, terms, sums, n_tok, grad_sq=None, *, tx, lr_fn, spec: StepSpec):
     """The optimizer update and the step's metrics from student_grads' outputs."""
-    weights = obj.term_weights(spec.loss_cfg)
-    loss = sum(weights[name] * terms[name] for name in terms)
+    loss = loss_terms.combine(terms, spec.loss_cfg)
     grad_norm = optax.tree.norm(grads)
     params = state["params"]
     updates, opt_state = tx.update(grads, state["opt_state"], params)
@@ -224,7 +218,7 @@ def train_step(state, teacher_params, batch, rng, *, graphdef, teacher_graphdef,
     """One optimizer step over the global batch → (new state, metrics); see the module docstring."""
     del rng  # the step is deterministic given its batch; sampling keys are drawn outside
     out = student_grads(
-        state["params"], state["step"], teacher_params, batch,
+        state["params"], teacher_params, batch,
         graphdef=graphdef, teacher_graphdef=teacher_graphdef, spec=spec,
     )  # fmt: skip
     return apply_update(state, *out, tx=tx, lr_fn=lr_fn, spec=spec)
@@ -233,9 +227,9 @@ def train_step(state, teacher_params, batch, rng, *, graphdef, teacher_graphdef,
 def make_spec(config, *, pad_id: int, mesh, batch_axes) -> StepSpec:
     """The StepSpec of an experiment config (pad_id: the run's pad token, masked in the official variant)."""
     c = config
-    official = c.method == "tsdkd_official"
+    official = methods.of(c).pad_is_eos
     return StepSpec(
-        loss_cfg=obj.loss_config(c),
+        loss_cfg=methods.loss_config(c),
         normalize=c.loss.normalize,
         grad_accum=c.optim.grad_accum,
         chunk_size=c.loss.chunk_size,
@@ -243,8 +237,6 @@ def make_spec(config, *, pad_id: int, mesh, batch_axes) -> StepSpec:
         mask_pad_id=pad_id if official else -1,
         logits_dtype=c.loss.logits_dtype,
         term_grad_norms=c.loss.term_grad_norms,
-        nan_at_step=c.debug.nan_at_step,
-        nan_term=c.debug.nan_term,
         mesh=mesh,
         batch_axes=batch_axes,
     )

@@ -76,6 +76,26 @@ def _examples(n: int, seed: int) -> list[dict[str, str]]:
     return rows
 
 
+def asset_paths(
+    root: str,
+    *,
+    num_examples: int = 256,
+    vocab_size: int = 384,
+    teacher_head_scale: float = 40.0,
+    seed: int = 0,
+) -> dict[str, str]:
+    """Where `build` puts the assets of these settings (nothing is read or written)."""
+    final = os.path.join(
+        os.path.expanduser(root), f"v{VERSION}-n{num_examples}-v{vocab_size}-h{teacher_head_scale:g}-s{seed}"
+    )
+    return {
+        "tokenizer": os.path.join(final, "tokenizer"),
+        "student": os.path.join(final, "student"),
+        "teacher": os.path.join(final, "teacher"),
+        "data": os.path.join(final, "prompts.jsonl"),
+    }
+
+
 def build(
     root: str,
     *,
@@ -86,13 +106,14 @@ def build(
 ) -> dict[str, str]:
     """Builds (or reuses) the assets under `root`; returns their paths."""
     root = os.path.expanduser(root)
-    final = os.path.join(root, f"v{VERSION}-n{num_examples}-v{vocab_size}-h{teacher_head_scale:g}-s{seed}")
-    paths = {
-        "tokenizer": os.path.join(final, "tokenizer"),
-        "student": os.path.join(final, "student"),
-        "teacher": os.path.join(final, "teacher"),
-        "data": os.path.join(final, "prompts.jsonl"),
-    }
+    paths = asset_paths(
+        root,
+        num_examples=num_examples,
+        vocab_size=vocab_size,
+        teacher_head_scale=teacher_head_scale,
+        seed=seed,
+    )
+    final = os.path.dirname(paths["data"])
     if os.path.isfile(os.path.join(final, "READY")):
         return paths
     os.makedirs(root, exist_ok=True)

@@ -1,0 +1,122 @@
+"""The method table: the one place that says what each training method is.
+
+Config validation, the loop's response source, the loss of the step, the memory planner and the benchmarks
+read `METHODS[config.method]`; none of them compares method names. Adding a method (e.g. MiniLLM) is one row
+here plus, if it needs one, a new kernel in tsdkd_jax/losses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from tsdkd_jax import losses
+
+RESPONSES = ("student", "teacher", "dataset")
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """What a method trains on and with.
+
+    responses: who writes the step's responses. "student": the current student samples on-policy when the
+      step's λ coin says so (loss.lam), else dataset responses; "teacher": the teacher samples every step
+      (sequence-level KD); "dataset": always the dataset's responses.
+    needs_teacher: loads the frozen teacher (for its logits or its samples).
+    loss: loss config section → the KD LossConfig, or None for cross-entropy on the responses.
+    check: loss config section → None or (field, message) for a setting the method cannot train with.
+    pad_is_eos: the released code's convention (pad = EOS, every EOS unattended and unsupervised).
+    """
+
+    responses: str
+    needs_teacher: bool
+    loss: Callable[..., losses.LossConfig | None]
+    check: Callable[..., tuple[str, str] | None] = lambda lc: None
+    pad_is_eos: bool = False
+
+
+def _shared(lc) -> dict:
+    return {"beta": lc.beta, "gate_tau": lc.gate_tau, "rank_k": lc.rank_k, "skew_alpha": lc.skew_alpha}
+
+
+def _tsdkd(variant: str):
+    def loss(lc):
+        return losses.make_config(
+            variant=variant, rank_weight=lc.rank_weight, opener_frac=lc.opener_frac, em_frac=lc.em_frac,
+            em_weight=lc.em_weight, use_gate=lc.use_gate, use_indirect=lc.use_indirect, use_em=lc.use_em,
+            use_direct=lc.use_direct, **_shared(lc),
+        )  # fmt: skip
+
+    return loss
+
+
+def _divergence_only(divergence: Callable[..., str]):
+    def loss(lc):
+        kw = {"use_gate": False, "use_indirect": False, "use_em": False}
+        return losses.make_config(divergence=divergence(lc), **kw, **_shared(lc))
+
+    return loss
+
+
+def _some_term(lc):
+    if not any(lc[n] for n in ("use_indirect", "use_em", "use_direct")):
+        return "loss.use_direct", "with use_em and use_indirect also False the loss is empty"
+    return None
+
+
+def _skew_divergence(lc):
+    if lc.divergence not in ("skl", "srkl"):
+        return "loss.divergence", f"distillm needs 'skl' or 'srkl', got {lc.divergence!r}"
+    return None
+
+
+def _cross_entropy(lc):
+    return None
+
+
+METHODS: dict[str, Method] = {
+    "tsdkd": Method("student", True, _tsdkd("paper"), check=_some_term),
+    "tsdkd_official": Method("student", True, _tsdkd("official"), check=_some_term, pad_is_eos=True),
+    "gkd": Method("student", True, _divergence_only(lambda lc: "gjsd")),
+    "distillm": Method("student", True, _divergence_only(lambda lc: lc.divergence), check=_skew_divergence),
+    "supervised_kd": Method("dataset", True, _divergence_only(lambda lc: "fkl")),
+    "seqkd": Method("teacher", True, _cross_entropy),
+    "sft": Method("dataset", False, _cross_entropy),
+}
+
+
+def get(name: str) -> Method:
+    """The table row of `name`; ValueError naming the field for an unknown one."""
+    if name not in METHODS:
+        raise ValueError(f"config.method: unknown method {name!r}; expected one of {tuple(METHODS)}")
+    return METHODS[name]
+
+
+def of(config) -> Method:
+    return get(config.method)
+
+
+def loss_config(config) -> losses.LossConfig | None:
+    """The KD loss of `config.method` as a LossConfig; None for the cross-entropy methods."""
+    return of(config).loss(config.loss)
+
+
+def samples_on_policy(config) -> bool:
+    """Whether some steps' responses are the student's samples (λ > 0 for a "student" method)."""
+    return of(config).responses == "student" and config.loss.lam > 0
+
+
+def needs_dataset_responses(config) -> bool:
+    """Whether some steps train on the dataset's responses."""
+    m = of(config)
+    return m.responses == "dataset" or (m.responses == "student" and config.loss.lam < 1.0)
+
+
+def responder(config, on_policy_step: bool) -> str | None:
+    """Who samples this step's responses: "student", "teacher", or None (the dataset's)."""
+    m = of(config)
+    if m.responses == "teacher":
+        return "teacher"
+    if m.responses == "student" and on_policy_step:
+        return "student"
+    return None
