@@ -38,8 +38,16 @@ USER_ERRORS = (
 )
 
 
-def fail(message: str, code: int = 2):
+def fail(message: str, code: int = 2, *, hard: bool = False):
+    """One line on stderr, then exit. `hard` skips interpreter shutdown: after a failed save, tensorstore's
+    I/O threads may still call into Orbax's closed event loop and print tracebacks while Python finalizes;
+    the trainer has already closed its files and released its lock, so there is nothing left to run."""
     sys.stderr.write(f"tsdkd_jax: error: {message}\n")
+    if hard:
+        logging.flush()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # a traceback a background thread is part-way through printing is cut off here
     sys.exit(code)
 
 
@@ -75,18 +83,22 @@ def main(argv):
         message = None if os.environ.get("TSDKD_TRACEBACK") else user_message(e)
         if message is None:
             raise
-        fail(message)
+        fail(message, hard=_is_disk_full(e))
 
 
 def user_message(e: Exception) -> str | None:
     """The one line for a user's mistake or a full disk; None for anything else (a bug: keep the traceback)."""
-    if getattr(e, "errno", None) == errno.ENOSPC or "No space left on device" in str(e):
+    if _is_disk_full(e):
         return f"disk full (No space left on device) under {_WORKDIR.value}: free space, then rerun to resume"
     if isinstance(e, ValueError | app.UsageError):
         return str(e)
     if isinstance(e, USER_ERRORS):
         return f"{type(e).__name__}: {e}"
     return None
+
+
+def _is_disk_full(e: Exception) -> bool:
+    return getattr(e, "errno", None) == errno.ENOSPC or "No space left on device" in str(e)
 
 
 def _run():
