@@ -41,6 +41,7 @@ VARIANTS = {
     "distillm": {"method": "distillm", "loss.divergence": "skl"},  # skew KL, α = 0.1
     "distillm_srkl": {"method": "distillm", "loss.divergence": "srkl"},  # skew reverse KL
     "sft": {"method": "sft", "teacher.path": ""},  # cross-entropy on the dataset's responses
+    "skd": {"method": "skd"},  # Speculative KD: K = 25 (loss.skd_top_k), forward KL, λ = 1
     # ablations (SPEC §3: gate only 18.2, gate + indirect 20.9, gate + EM 22.3, all 26.1 on MATH)
     "no_gate": {"loss.use_gate": False},
     "no_indirect": {"loss.use_indirect": False},  # = gate + EM
@@ -66,7 +67,8 @@ VARIANTS = {
 
 # Bare field names accepted in `name=value` variants, with their section.
 _BARE = {"opener_frac": "loss", "em_frac": "loss", "rank_k": "loss", "rank_weight": "loss", "gate_tau": "loss",
-         "beta": "loss", "lam": "loss", "em_weight": "loss", "lr": "optim", "seed": ""}  # fmt: skip
+         "beta": "loss", "lam": "loss", "em_weight": "loss", "skd_top_k": "loss", "lr": "optim",
+         "seed": ""}  # fmt: skip
 
 
 def model_dir(name: str) -> str:

@@ -29,7 +29,8 @@ Variants (comma-separated after a colon):
           ablations (gate only, gate + EM, gate + ranking, EM alone) and sensitivity (EM weight 0.1, k = 2) at
           TSD-KD's lr; paired CIs over seeds × problems. ~40 min on 2 shared CPU cores (2026-11-29;
           benchmarks/RESULTS.md "Testbed v2" has its table and verdict)
-  more    adds supervised KD and DistiLLM (skew KL) to the compared methods
+  more    adds supervised KD, DistiLLM (skew KL) and Speculative KD (K = 25, forward KL) to the compared
+          methods
   ablate  adds the ablation and sensitivity stages to a one-seed run
 
 Deviations from the paper's hyper-parameters. The loss's are the paper's: β = 0.9, τ = 1, k = 10, α = 0.1,
@@ -54,6 +55,7 @@ STAGES = {
     "sft": {"method": "sft"},  # continued SFT on the gold solutions (the same budget, no teacher)
     "supervised_kd": {"method": "supervised_kd"},  # forward KL on the gold solutions
     "distillm": {"method": "distillm"},  # skew KL
+    "skd": {"method": "skd"},  # Speculative KD: student proposes, teacher replaces outside its top 25
     # ablations of TSD-KD (its lr): which terms are on
     "tsdkd_gate_only": {"method": "tsdkd", "loss__use_em": False, "loss__use_indirect": False},
     "tsdkd_gate_em": {"method": "tsdkd", "loss__use_indirect": False},
@@ -72,6 +74,7 @@ ABLATIONS = (
     "tsdkd_k2",
 )
 VARIANTS = ("smoke", "study", "more", "ablate")
+MORE = ("supervised_kd", "distillm", "skd")  # the stages `:more` adds
 LR_GRID = (3e-5, 1e-4, 3e-4)  # the same grid for every method (the study's sweep)
 
 
@@ -101,7 +104,7 @@ def get_config(arg=None):
     tb = c.testbed
     tb.seeds = (0, 1, 2, 3, 4) if study else (0,)  # one initial student and distillation run per seed
     tb.data_seed = 0  # seeds the problems, the tokenizer and the teacher (shared by all seeds)
-    tb.methods = METHODS + (("supervised_kd", "distillm") if "more" in variants else ())
+    tb.methods = METHODS + (MORE if "more" in variants else ())
     tb.methods += ABLATIONS if (study or "ablate" in variants) else ()  # the distillation stages, in order
     tb.stages = ml_collections.ConfigDict(STAGES)  # stage name → trainer fields (see STAGES)
     # Distillation peak lr per method: what `:study`'s sweep chose on the validation split (seed 0, 150 steps,
@@ -111,13 +114,12 @@ def get_config(arg=None):
     #   gkd          71.4   73.8   73.0   → 1e-4
     #   seqkd        69.2   67.8   68.4   → 3e-5
     #   sft          68.0   70.4   69.6   → 1e-4
-    # Ablations use TSD-KD's; supervised_kd and distillm (`:more`, not swept) use the grid's middle value.
-    tb.lr = ml_collections.ConfigDict(
-        {"tsdkd": 1e-4, "gkd": 1e-4, "seqkd": 3e-5, "sft": 1e-4, "supervised_kd": 1e-4, "distillm": 1e-4}
-    )
+    # Ablations use TSD-KD's; the `:more` methods (not swept) use the grid's middle value.
+    tb.lr = ml_collections.ConfigDict({"tsdkd": 1e-4, "gkd": 1e-4, "seqkd": 3e-5, "sft": 1e-4,
+                                       "supervised_kd": 1e-4, "distillm": 1e-4, "skd": 1e-4})  # fmt: skip
     tb.sweep = ml_collections.ConfigDict()
     tb.sweep.lrs = LR_GRID if study else ()  # empty: no sweep, use testbed.lr
-    tb.sweep.methods = tuple(m for m in METHODS + ("supervised_kd", "distillm") if m in tb.methods)
+    tb.sweep.methods = tuple(m for m in METHODS + MORE if m in tb.methods)
     tb.sweep.seed = 0  # the sweep trains from this seed's initial student (the first of testbed.seeds)
 
     tb.problems = ml_collections.ConfigDict()

@@ -17,7 +17,8 @@ paper's setting starts from a pretrained student, where this does not happen; th
 check, not a reproduction.
 
 Variants (comma-separated after a colon, e.g. configs/tiny.py:gkd,smoke):
-  methods     gkd, official (tsdkd_official), supervised_kd, seqkd, distillm, distillm_srkl, sft
+  methods     gkd, official (tsdkd_official), supervised_kd, seqkd, distillm, distillm_srkl, sft,
+              skd (Speculative KD: K = 25, forward KL)
   ablations   no_gate, no_indirect, no_em, gate_only (= no_indirect + no_em), em_alone (no direct, no indirect)
   data        offpolicy (λ = 0), mixed (λ = 0.5)
   shape       accum (2 micro-batches of 8), micro_norm (per-micro-batch means), smoke (4 steps, no eval)
@@ -35,6 +36,7 @@ VARIANTS = {
     "distillm": {"method": "distillm", "loss.divergence": "skl"},
     "distillm_srkl": {"method": "distillm", "loss.divergence": "srkl"},
     "sft": {"method": "sft", "teacher.path": ""},
+    "skd": {"method": "skd"},  # the student proposes, the teacher replaces proposals outside its top 25
     "no_gate": {"loss.use_gate": False},
     "no_indirect": {"loss.use_indirect": False},
     "no_em": {"loss.use_em": False},

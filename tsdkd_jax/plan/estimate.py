@@ -5,7 +5,8 @@ Parameters are sharded exactly as the trainer shards them: each tensor's logical
 Activations use the same rules for the batch (data × fsdp), heads / kv heads / MLP / vocab (tensor).
 
 Phases. The resident state (student params, AdamW moments, teacher) lives all run. Each sampler call (the
-student's on-policy rollouts; the teacher's for seqkd and the held-out eval: KV cache, the compute-dtype
+student's on-policy rollouts, with the teacher's cache and weights too under SKD's interleaved sampling;
+the teacher's for seqkd and the held-out eval: KV cache, the compute-dtype
 copy of the weights with fsdp shards gathered, or with sampling.gather_weights=False one block's gathered
 weights at a time, the prefill) and the train step (gradients, saved activations, one block's working
 set, the loss chunk) are separate programs run one after the other, so peak = resident + the largest phase.
@@ -201,7 +202,11 @@ def _samplers(x: _Setting) -> list[tuple]:
     """Which models sample, with their (compute, parameter) itemsizes, rules and vocabulary."""
     c, out = x.c, []
     if methods.samples_on_policy(c):
-        out.append(("student, on-policy", x.student, x.cs, x.sp, x.rules, x.s_vocab))
+        both = x.teacher is not None and methods.interleave_k(c) is not None  # SKD: one loop, two caches
+        who = "student + teacher, interleaved" if both else "student, on-policy"
+        out.append((who, x.student, x.cs, x.sp, x.rules, x.s_vocab))
+        if both:  # the same phase: its lines add up
+            out.append((who, x.teacher, x.ct, x.ct, x.t_rules, None))
     teacher_samples = methods.of(c).responses == "teacher"
     if x.teacher is not None and (teacher_samples or c.eval_every or c.eval_at_ends):
         why = c.method if teacher_samples else "held-out eval"

@@ -17,7 +17,8 @@ root once. With `loss.normalize="global"` the value is therefore independent of 
 
 Response metrics: set `Trainer.response_metrics = fn` (fn(texts) -> {name: value}) and every sampled step
 logs `fn` of its decoded responses, e.g. the testbed's count of distinct final answers (the collapse
-signature).
+signature). SKD's sampled steps also log `skd/kept_frac`, the fraction of response tokens that are the
+student's own proposals (1 - the paper's correction rate).
 """
 
 from __future__ import annotations
@@ -92,14 +93,16 @@ def clip_frac(opt_state, steps_done: jax.Array) -> dict[str, jax.Array]:
 
 def response_metrics(trainer, batch: dict) -> dict:
     """`trainer.response_metrics(texts)` of the step's sampled responses decoded to text (masked tokens
-    dropped); {} when it is None. The loop calls it after dispatching the step, so this host work overlaps
-    the device's; it is collective across hosts (every host gets all rows; process 0 logs)."""
+    dropped), with the sampler's own statistics of the step (`trainer.sample_stats`, set by rollout.py: SKD's
+    skd/kept_frac). The loop calls it after dispatching the step, so this host work overlaps the device's;
+    it is collective across hosts (every host gets all rows; process 0 logs)."""
     fn, tokenizer = trainer.response_metrics, trainer.tokenizer
+    stats = dict(getattr(trainer, "sample_stats", None) or {})
     if fn is None:
-        return {}
+        return stats
     ids, mask = rollout.to_host((batch["response_ids"], batch["response_mask"]))
     texts = [
         tokenizer.decode([int(t) for t, m in zip(row, keep, strict=True) if m], skip_special_tokens=True)
         for row, keep in zip(np.asarray(ids), np.asarray(mask), strict=True)
     ]
-    return {name: float(value) for name, value in fn(texts).items()}
+    return {**stats, **{name: float(value) for name, value in fn(texts).items()}}

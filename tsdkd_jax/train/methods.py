@@ -26,6 +26,9 @@ class Method:
     loss: loss config section → the KD LossConfig, or None for cross-entropy on the responses.
     check: loss config section → None or (field, message) for a setting the method cannot train with.
     pad_is_eos: the released code's convention (pad = EOS, every EOS unattended and unsupervised).
+    interleave_k: None, or (SKD) loss config section → K: the "student" samples are drawn with the teacher
+      in the sampler's loop, which replaces every proposal outside its top K tokens by its own sample
+      (sampling/interleaved.py).
     """
 
     responses: str
@@ -33,6 +36,7 @@ class Method:
     loss: Callable[..., losses.LossConfig | None]
     check: Callable[..., tuple[str, str] | None] = lambda lc: None
     pad_is_eos: bool = False
+    interleave_k: Callable[..., int] | None = None
 
 
 def _shared(lc) -> dict:
@@ -70,6 +74,13 @@ def _skew_divergence(lc):
     return None
 
 
+def _skd_k(lc):
+    k = lc.skd_top_k
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        return "loss.skd_top_k", f"must be a whole number >= 0, got {k!r}"
+    return None
+
+
 def _cross_entropy(lc):
     return None
 
@@ -82,6 +93,14 @@ METHODS: dict[str, Method] = {
     "supervised_kd": Method("dataset", True, _divergence_only(lambda lc: "fkl")),
     "seqkd": Method("teacher", True, _cross_entropy),
     "sft": Method("dataset", False, _cross_entropy),
+    # Speculative KD (Xu et al., ICLR 2025): forward KL on the student-proposed, teacher-corrected samples
+    "skd": Method(
+        "student",
+        True,
+        _divergence_only(lambda lc: "fkl"),
+        check=_skd_k,
+        interleave_k=lambda lc: lc.skd_top_k,
+    ),
 }
 
 
@@ -110,6 +129,12 @@ def needs_dataset_responses(config) -> bool:
     """Whether some steps train on the dataset's responses."""
     m = of(config)
     return m.responses == "dataset" or (m.responses == "student" and config.loss.lam < 1.0)
+
+
+def interleave_k(config) -> int | None:
+    """K of a method whose student samples the teacher corrects in the loop (SKD); None for the others."""
+    fn = of(config).interleave_k
+    return None if fn is None else int(fn(config.loss))
 
 
 def responder(config, on_policy_step: bool) -> str | None:

@@ -15,6 +15,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
 from tsdkd_jax import sampling
+from tsdkd_jax.sampling import interleaved
 from tsdkd_jax.train import methods
 
 
@@ -73,6 +74,23 @@ def sample(graphdef, params, prompt_ids, prompt_mask, key, *, config, eos_ids, p
     return out.tokens, out.mask
 
 
+def sample_interleaved(t, prompt_ids, prompt_mask, key, k: int):
+    """SKD's samples for Trainer `t`: the current student proposes, the teacher replaces proposals outside
+    its top k, in one sampler call (sampling/interleaved.py) → (tokens, mask, {"skd/kept_frac": ...})."""
+    states = [nnx.split(nnx.merge(g, p))[1] for g, p in ((t.graphdef, t.state["params"]),
+                                                        (t.teacher_graphdef, t.teacher_params))]  # fmt: skip
+    s = t.config.sampling
+    out = interleaved.generate_interleaved_from_state(
+        t.graphdef, states[0], t.teacher_graphdef, states[1], prompt_ids, prompt_mask, accept_top_k=k,
+        max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
+        eos_token_ids=tuple(t.eos_ids), pad_token_id=t.pad_id, rng=key, mesh=t.mesh, rules=t.sampling_rules,
+        gather_weights=s.gather_weights,
+    )  # fmt: skip
+    # Sums over the global batch are replicated scalars: every host can read them.
+    kept, total = float(jax.numpy.sum(out.kept)), float(jax.numpy.sum(out.mask))
+    return out.tokens, out.mask, {"skd/kept_frac": kept / max(total, 1.0)}
+
+
 def step_batch(t, step: int, host_batch) -> tuple[dict, float, bool]:
     """The step's global batch for Trainer `t`: its prompts, and responses sampled by whoever the method
     table names for this step (methods.responder) or the dataset's; with the sampling time and whether it
@@ -80,14 +98,19 @@ def step_batch(t, step: int, host_batch) -> tuple[dict, float, bool]:
     c = t.config
     prompt_ids, prompt_mask = (t.to_global(host_batch[k]) for k in ("prompt_ids", "prompt_mask"))
     t0 = time.perf_counter()
+    who = methods.responder(c, on_policy(c.seed, step, c.loss.lam))
     sampled_by = {
         "teacher": (t.teacher_graphdef, t.teacher_params),
         "student": (t.graphdef, t.state["params"]),
         None: None,
-    }[methods.responder(c, on_policy(c.seed, step, c.loss.lam))]
+    }[who]
+    t.sample_stats = {}  # the step's sampler statistics, logged with its row (diagnostics.response_metrics)
     if sampled_by is not None:
         key = sampling.sample_key(c.seed, step, 0)
-        tokens, mask = t.sample(*sampled_by, prompt_ids, prompt_mask, key)
+        if who == "student" and (k := methods.interleave_k(c)) is not None:  # SKD: the teacher in the loop
+            tokens, mask, t.sample_stats = sample_interleaved(t, prompt_ids, prompt_mask, key, k)
+        else:
+            tokens, mask = t.sample(*sampled_by, prompt_ids, prompt_mask, key)
         jax.block_until_ready(tokens)  # sampling depends on the previous update anyway
     else:
         ids, m = pad_responses(host_batch, c.sampling.max_new_tokens, t.pad_id)
