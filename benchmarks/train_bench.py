@@ -35,6 +35,7 @@ import numpy as np
 from flax import nnx
 
 from tsdkd_jax import models, parallel, sampling
+from tsdkd_jax.sampling import interleaved
 from tsdkd_jax.train import config as config_lib
 from tsdkd_jax.train import methods, perf, rollout
 from tsdkd_jax.train import state as state_lib
@@ -115,6 +116,18 @@ class Setup:
         self.spec = step_lib.make_spec(c, pad_id=0, mesh=self.mesh, batch_axes=self.batch_axes)
         self.step_fn = None
 
+    def _sample_interleaved(self, ids, mask, key, k: int, rules):
+        """SKD's samples (the student proposes, the teacher corrects; no EOS) → (tokens, mask)."""
+        s = self.config.sampling
+        pairs = ((self.graphdef, self.state["params"]), (self.teacher_graphdef, self.teacher_params))
+        states = [nnx.split(nnx.merge(g, p))[1] for g, p in pairs]  # Variables carry the logical axis names
+        out = interleaved.generate_interleaved_from_state(
+            self.graphdef, states[0], self.teacher_graphdef, states[1], ids, mask, accept_top_k=k,
+            max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, rng=key,
+            mesh=self.mesh, rules=rules, gather_weights=s.gather_weights,
+        )  # fmt: skip
+        return out.tokens, out.mask
+
     def make_batch(self, step: int) -> tuple[dict, float]:
         """The step's batch (sampled where the method samples) and the sampling time."""
         if not self.random:
@@ -137,10 +150,13 @@ class Setup:
                 "teacher": (self.teacher_graphdef, self.teacher_params),
                 "student": (self.graphdef, self.state["params"]),
             }[who]
-            tokens, resp_mask = rollout.sample(
-                *by, ids, mask, sampling.sample_key(c.seed, step, 0), config=c, eos_ids=(), pad_id=0,
-                mesh=self.mesh, rules={**self.rules, "embed": None},
-            )  # fmt: skip
+            key, s_rules = sampling.sample_key(c.seed, step, 0), {**self.rules, "embed": None}
+            if who == "student" and (k := methods.interleave_k(c)) is not None:  # SKD: teacher in the loop
+                tokens, resp_mask = self._sample_interleaved(ids, mask, key, k, s_rules)
+            else:
+                tokens, resp_mask = rollout.sample(
+                    *by, ids, mask, key, config=c, eos_ids=(), pad_id=0, mesh=self.mesh, rules=s_rules
+                )
             jax.block_until_ready(tokens)
         batch = {"prompt_ids": ids, "prompt_mask": mask, "response_ids": tokens, "response_mask": resp_mask}
         return batch, time.perf_counter() - t0
