@@ -1,6 +1,7 @@
 """Speculative KD as a method (configs/tiny.py:skd): its samples come from the interleaved sampler with the
-run's current models and keys, it trains end to end and logs its kept fraction, its K is validated and the
-planner counts both models' caches in one sampling phase."""
+run's current models and keys (on the 8-device mesh: the sharded rule agrees with the plain sampler at K's
+limits), it trains end to end and logs its kept fraction, its K is validated and the planner counts both
+models' caches in one sampling phase."""
 
 import jax
 import numpy as np

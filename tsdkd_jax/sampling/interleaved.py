@@ -64,7 +64,9 @@ def in_top_k(logits_BV, tok_B, k):
 
 
 def interleave(s_logits_BV, t_logits_BV, params, key_s, key_t, k, k_max: int, row_ids_B=None):
-    """SKD's rule (module docstring) → (tokens [B] int32, kept [B] bool: the proposal stayed)."""
+    """SKD's rule (module docstring) on logits [B, V] → (tokens [B] int32, kept [B] bool: the proposal
+    stayed). k: a scalar or per-row [B] K; key_s / key_t: the proposals' and the replacements' keys (row b
+    folds in row_ids_B[b], as `choose` does)."""
     proposal_B, _ = choose(s_logits_BV, params, key_s, k_max, row_ids_B)
     kept_B = in_top_k(t_logits_BV.astype(jnp.float32), proposal_B, k)
     replacement_B, _ = choose(t_logits_BV, params, key_t, k_max, row_ids_B)
