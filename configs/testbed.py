@@ -29,7 +29,7 @@ Variants (comma-separated after a colon):
           ablations (gate only, gate + EM, gate + ranking, EM alone) and sensitivity (EM weight 0.1, k = 2) at
           TSD-KD's lr; paired CIs over seeds × problems. ~40 min on 2 shared CPU cores (2026-11-29;
           benchmarks/RESULTS.md "Testbed v2" has its table and verdict)
-  more    adds supervised KD and DistiLLM (skew KL) to the compared methods
+  more    adds supervised KD, DistiLLM (skew KL) and MiniLLM (paper defaults) to the compared methods
   ablate  adds the ablation and sensitivity stages to a one-seed run
 
 Deviations from the paper's hyper-parameters. The loss's are the paper's: β = 0.9, τ = 1, k = 10, α = 0.1,
@@ -46,6 +46,7 @@ import ml_collections
 from tsdkd_jax.train import default_config
 
 METHODS = ("tsdkd", "gkd", "seqkd", "sft")  # the compared stages of the default run
+MORE = ("supervised_kd", "distillm", "minillm")  # the stages `:more` adds
 # Every distillation stage a variant can add: a name → the trainer fields it sets (besides the shared ones).
 STAGES = {
     "tsdkd": {"method": "tsdkd"},  # the paper variant with the paper's loss hyper-parameters
@@ -54,6 +55,7 @@ STAGES = {
     "sft": {"method": "sft"},  # continued SFT on the gold solutions (the same budget, no teacher)
     "supervised_kd": {"method": "supervised_kd"},  # forward KL on the gold solutions
     "distillm": {"method": "distillm"},  # skew KL
+    "minillm": {"method": "minillm"},  # reverse KL by policy gradient, teacher-mixed α 0.2 (loss.minillm)
     # ablations of TSD-KD (its lr): which terms are on
     "tsdkd_gate_only": {"method": "tsdkd", "loss__use_em": False, "loss__use_indirect": False},
     "tsdkd_gate_em": {"method": "tsdkd", "loss__use_indirect": False},
@@ -101,7 +103,7 @@ def get_config(arg=None):
     tb = c.testbed
     tb.seeds = (0, 1, 2, 3, 4) if study else (0,)  # one initial student and distillation run per seed
     tb.data_seed = 0  # seeds the problems, the tokenizer and the teacher (shared by all seeds)
-    tb.methods = METHODS + (("supervised_kd", "distillm") if "more" in variants else ())
+    tb.methods = METHODS + (MORE if "more" in variants else ())
     tb.methods += ABLATIONS if (study or "ablate" in variants) else ()  # the distillation stages, in order
     tb.stages = ml_collections.ConfigDict(STAGES)  # stage name → trainer fields (see STAGES)
     # Distillation peak lr per method: what `:study`'s sweep chose on the validation split (seed 0, 150 steps,
@@ -111,13 +113,13 @@ def get_config(arg=None):
     #   gkd          71.4   73.8   73.0   → 1e-4
     #   seqkd        69.2   67.8   68.4   → 3e-5
     #   sft          68.0   70.4   69.6   → 1e-4
-    # Ablations use TSD-KD's; supervised_kd and distillm (`:more`, not swept) use the grid's middle value.
+    # Ablations use TSD-KD's; supervised_kd, distillm and minillm (`:more`, not swept) use the grid's middle.
     tb.lr = ml_collections.ConfigDict(
-        {"tsdkd": 1e-4, "gkd": 1e-4, "seqkd": 3e-5, "sft": 1e-4, "supervised_kd": 1e-4, "distillm": 1e-4}
+        {"tsdkd": 1e-4, "gkd": 1e-4, "seqkd": 3e-5, "sft": 1e-4, **dict.fromkeys(MORE, 1e-4)}
     )
     tb.sweep = ml_collections.ConfigDict()
     tb.sweep.lrs = LR_GRID if study else ()  # empty: no sweep, use testbed.lr
-    tb.sweep.methods = tuple(m for m in METHODS + ("supervised_kd", "distillm") if m in tb.methods)
+    tb.sweep.methods = tuple(m for m in METHODS + MORE if m in tb.methods)
     tb.sweep.seed = 0  # the sweep trains from this seed's initial student (the first of testbed.seeds)
 
     tb.problems = ml_collections.ConfigDict()

@@ -32,9 +32,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.seed = 0  # seeds the λ coin, sampling keys and the train RNG: (seed, step) fixes every step
     c.total_steps = 100  # optimizer steps of the run
     c.log_every = 1  # metrics.jsonl / TensorBoard row every N steps
-    c.eval_every = (
-        0  # held-out KL(teacher‖student) every N steps (0 = only at start and end when eval_at_ends)
-    )
+    # held-out KL(teacher‖student) every N steps (0 = only at start and end when eval_at_ends)
+    c.eval_every = 0
     c.eval_at_ends = False  # held-out KL at step 0 and at the last step (logged as eval/kl_teacher_student)
     c.eval_batches = 1  # held-out batches per evaluation
     # every N steps also time the step's pieces (time/teacher, time/student_loss, time/update) as separately
@@ -75,6 +74,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.loss.use_direct = True  # ablation: drop the gated divergence term (with use_indirect=False: EM alone)
     c.loss.divergence = "skl"  # distillm only: "skl" (skew KL) or "srkl" (skew reverse KL)
     c.loss.skew_alpha = 0.1  # distillm skew α
+    c.loss.minillm = methods_lib.minillm_defaults()  # minillm only: mixing α, clip ε, length norm (methods.py)
     c.loss.normalize = "global"  # "global": Σ token terms / global counts; "micro_batch": mean of means
     c.loss.chunk_size = 1024  # tokens per chunk of the from-hidden loss (peak memory ∝ chunk × vocab)
     c.loss.vocab_policy = "pad_student"  # student vocab < teacher's: "pad_student" or "truncate_teacher"

@@ -6,6 +6,7 @@ exactly what the uninterrupted one drew.
 
 from __future__ import annotations
 
+import functools
 import time
 
 import jax
@@ -73,6 +74,19 @@ def sample(graphdef, params, prompt_ids, prompt_mask, key, *, config, eos_ids, p
     return out.tokens, out.mask
 
 
+def sample_mixed(t, params, prompt_ids, prompt_mask, key):
+    """Trainer `t`'s student samples drawn from α·p_teacher + (1 − α)·q_student (MiniLLM's teacher-mixed
+    sampling; α from the method table's teacher_mix) at temperature 1 over the full vocabulary."""
+    c = t.config
+    out = sampling.generate_mixed(
+        nnx.split(nnx.merge(t.graphdef, params)),
+        nnx.split(nnx.merge(t.teacher_graphdef, t.teacher_params)),
+        prompt_ids, prompt_mask, alpha=methods.of(c).teacher_mix(c.loss), max_new_tokens=c.sampling.max_new_tokens,
+        rng=key, eos_token_ids=tuple(t.eos_ids), pad_token_id=t.pad_id, mesh=t.mesh, rules=t.sampling_rules,
+    )  # fmt: skip
+    return out.tokens, out.mask
+
+
 def step_batch(t, step: int, host_batch) -> tuple[dict, float, bool]:
     """The step's global batch for Trainer `t`: its prompts, and responses sampled by whoever the method
     table names for this step (methods.responder) or the dataset's; with the sampling time and whether it
@@ -80,14 +94,17 @@ def step_batch(t, step: int, host_batch) -> tuple[dict, float, bool]:
     c = t.config
     prompt_ids, prompt_mask = (t.to_global(host_batch[k]) for k in ("prompt_ids", "prompt_mask"))
     t0 = time.perf_counter()
+    who = methods.responder(c, on_policy(c.seed, step, c.loss.lam))
     sampled_by = {
         "teacher": (t.teacher_graphdef, t.teacher_params),
         "student": (t.graphdef, t.state["params"]),
         None: None,
-    }[methods.responder(c, on_policy(c.seed, step, c.loss.lam))]
+    }[who]
     if sampled_by is not None:
         key = sampling.sample_key(c.seed, step, 0)
-        tokens, mask = t.sample(*sampled_by, prompt_ids, prompt_mask, key)
+        mixed = who == "student" and methods.of(c).teacher_mix is not None  # MiniLLM's rollouts
+        sample = functools.partial(sample_mixed, t) if mixed else functools.partial(t.sample, sampled_by[0])
+        tokens, mask = sample(sampled_by[1], prompt_ids, prompt_mask, key)
         jax.block_until_ready(tokens)  # sampling depends on the previous update anyway
     else:
         ids, m = pad_responses(host_batch, c.sampling.max_new_tokens, t.pad_id)
