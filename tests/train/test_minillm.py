@@ -14,6 +14,7 @@ from test_step import _step
 
 from tsdkd_jax import train
 from tsdkd_jax.losses import minillm
+from tsdkd_jax.plan import estimate, presets
 from tsdkd_jax.train import methods
 from tsdkd_jax.train import step as step_lib
 
@@ -79,3 +80,15 @@ def test_the_table_row_is_all_it_takes():
     assert (row.responses, row.needs_teacher) == ("student", True)
     assert row.teacher_mix(train.default_config().loss) == 0.2
     assert functools.reduce(getattr, ("loss", "minillm", "length_norm"), train.default_config())
+
+
+def test_the_memory_plan_holds_both_models_while_sampling(tiny_config):
+    c = tiny_config("minillm")
+    student, _ = presets.model_config(c.student.path)
+    teacher, _ = presets.model_config(c.teacher.path)
+    plan = lambda c: estimate.plan(c, student, teacher, mesh_sizes=(1, 1, 1), device="cpu", capacity=2**40)
+    mixed = plan(c)
+    phase = "sampling (student + teacher, mixed)"
+    assert [line.name for line in mixed.lines if line.phase == phase].count("KV cache") == 2
+    c.method = "gkd"  # the student samples alone
+    assert mixed.total(phase) > plan(c).total("sampling (student, on-policy)")

@@ -202,6 +202,9 @@ def _samplers(x: _Setting) -> list[tuple]:
     c, out = x.c, []
     if methods.samples_on_policy(c):
         out.append(("student, on-policy", x.student, x.cs, x.sp, x.rules, x.s_vocab))
+        if methods.of(c).teacher_mix is not None and x.teacher is not None:  # both decode in one loop
+            out[-1] = ("student + teacher, mixed", *out[-1][1:])  # one phase: the two add up
+            out.append(("student + teacher, mixed", x.teacher, x.ct, x.ct, x.t_rules, None))
     teacher_samples = methods.of(c).responses == "teacher"
     if x.teacher is not None and (teacher_samples or c.eval_every or c.eval_at_ends):
         why = c.method if teacher_samples else "held-out eval"
@@ -217,7 +220,8 @@ def _sampling_lines(x: _Setting, phase, cfg, item, p_item, m_rules, vocab) -> li
     kept = param_bytes(cfg, mesh, m_rules, p_item, vocab)
     prefill = block_bytes(cfg, rows_s, p_len, t_len - 1, item, mesh, s_rules, residuals=False)
     prefill += rows_s * _split("vocab", vocab or cfg.vocab_size, mesh, s_rules) * F32
-    lines = [Line("KV cache", phase, cache, f"{b} prompts × {t_len - 1} slots (the global batch)")]
+    note = f"{cfg.num_layers} layers, {b} prompts × {t_len - 1} slots (the global batch)"
+    lines = [Line("KV cache", phase, cache, note)]
     # sampling.generate casts on the shards (a copy only when that narrows them); then it gathers them
     # once per call, or (gather_weights=False) one block at a time.
     shards = decode_copy_bytes(cfg, mesh, m_rules, p_item, item, vocab)
