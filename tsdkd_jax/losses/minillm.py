@@ -11,7 +11,9 @@ approximation of the sequence ratio). Length normalisation divides R_{t+1} = Σ_
 tokens after t (0 after the last token). The long-term term is PPO's clipped surrogate on ρ_t = q_θ/p̃:
 max(−A_t ρ_t, −A_t clip(ρ_t, 1 − ε, 1 + ε)), whose gradient where unclipped is −A_t w_t ∇ log q_θ(y_t) (one
 update per sample, so the PPO ratio to the sampling policy is w_t itself). Each term is a mean over the
-response tokens; the step adds them (weights 1).
+response tokens; the step adds them (weights 1). This follows the paper's equations; the released code
+(microsoft/LMOps minillm/) weights the single-step term by 1, includes r_t in its normalised return, whitens
+the advantages and runs several PPO epochs per sample batch.
 
 Split like the KD losses: `token_stats` per token from logits (chunked by the step), `sums` over whole
 responses [B, N] (the returns need the full sequence, so micro-batches split rows, never time).

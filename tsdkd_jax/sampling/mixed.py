@@ -39,11 +39,11 @@ def mixture_logprobs(student_logits_BV, teacher_logits_BV, alpha):
 
 def _generate_mixed(
     s_graphdef, t_graphdef, s_state, t_state, prompt_ids, prompt_mask, alpha, eos_ids, pad_id, rng, *,
-    max_new_tokens, mesh, rules,
+    max_new_tokens, mesh, rules, gather_weights,
 ):  # fmt: skip
     rules = dict(rules) if rules is not None else None
     B, N = prompt_ids.shape[0], max_new_tokens
-    prefill = lambda g, st: _prefill(g, st, prompt_ids, prompt_mask, N, mesh, rules, True)
+    prefill = lambda g, st: _prefill(g, st, prompt_ids, prompt_mask, N, mesh, rules, gather_weights)
     student, s_cache, s_logits = prefill(s_graphdef, s_state)
     teacher, t_cache, t_logits = prefill(t_graphdef, t_state)
 
@@ -75,7 +75,8 @@ def _generate_mixed(
 
 
 _generate_mixed_jit = jax.jit(
-    _generate_mixed, static_argnames=("s_graphdef", "t_graphdef", "max_new_tokens", "mesh", "rules")
+    _generate_mixed,
+    static_argnames=("s_graphdef", "t_graphdef", "max_new_tokens", "mesh", "rules", "gather_weights"),
 )
 
 
@@ -92,10 +93,11 @@ def generate_mixed(
     pad_token_id: int = 0,
     mesh=None,
     rules=None,
+    gather_weights: bool = True,
 ) -> SampleOutput:
     """Sample after left-padded prompts [B, T] from α·p_teacher + (1 − α)·q_student; `student` and `teacher`
     are (graphdef, state) pairs. With `mesh` the batch is split over the batch axes of `rules` (default
-    generate.SAMPLING_RULES) and both models' weights are gathered once per call, as in generate_from_state."""
+    generate.SAMPLING_RULES); gather_weights as in generate_from_state, for both models."""
     _check_inputs(max_new_tokens, prompt_ids, prompt_mask)
     if not 0.0 <= float(alpha) < 1.0:
         raise ValueError(f"alpha (the teacher's share of the mixture) must be in [0, 1), got {alpha!r}")
@@ -120,4 +122,5 @@ def generate_mixed(
         max_new_tokens=int(max_new_tokens),
         mesh=mesh,
         rules=rules_key,
+        gather_weights=bool(gather_weights),
     )

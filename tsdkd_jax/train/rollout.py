@@ -83,6 +83,7 @@ def sample_mixed(t, params, prompt_ids, prompt_mask, key):
         nnx.split(nnx.merge(t.teacher_graphdef, t.teacher_params)),
         prompt_ids, prompt_mask, alpha=methods.of(c).teacher_mix(c.loss), max_new_tokens=c.sampling.max_new_tokens,
         rng=key, eos_token_ids=tuple(t.eos_ids), pad_token_id=t.pad_id, mesh=t.mesh, rules=t.sampling_rules,
+        gather_weights=c.sampling.gather_weights,
     )  # fmt: skip
     return out.tokens, out.mask
 
