@@ -42,6 +42,9 @@ VARIANTS = {
     "distillm_srkl": {"method": "distillm", "loss.divergence": "srkl"},  # skew reverse KL
     "sft": {"method": "sft", "teacher.path": ""},  # cross-entropy on the dataset's responses
     "skd": {"method": "skd"},  # Speculative KD: K = 25 (loss.skd_top_k), forward KL, λ = 1
+    # MiniLLM: reverse KL by policy gradient on teacher-mixed samples; the paper's defaults are config.loss
+    # .minillm's (α 0.2, clip ε 0.2, length norm; temperature 1, no top-k/top-p; no pre-training LM term)
+    "minillm": {"method": "minillm"},
     # ablations (SPEC §3: gate only 18.2, gate + indirect 20.9, gate + EM 22.3, all 26.1 on MATH)
     "no_gate": {"loss.use_gate": False},
     "no_indirect": {"loss.use_indirect": False},  # = gate + EM

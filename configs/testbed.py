@@ -29,8 +29,8 @@ Variants (comma-separated after a colon):
           ablations (gate only, gate + EM, gate + ranking, EM alone) and sensitivity (EM weight 0.1, k = 2) at
           TSD-KD's lr; paired CIs over seeds × problems. ~40 min on 2 shared CPU cores (2026-11-29;
           benchmarks/RESULTS.md "Testbed v2" has its table and verdict)
-  more    adds supervised KD, DistiLLM (skew KL) and Speculative KD (K = 25, forward KL) to the compared
-          methods
+  more    adds supervised KD, DistiLLM (skew KL), Speculative KD (K = 25, forward KL) and MiniLLM (paper
+          defaults) to the compared methods
   ablate  adds the ablation and sensitivity stages to a one-seed run
 
 Deviations from the paper's hyper-parameters. The loss's are the paper's: β = 0.9, τ = 1, k = 10, α = 0.1,
@@ -47,6 +47,7 @@ import ml_collections
 from tsdkd_jax.train import default_config
 
 METHODS = ("tsdkd", "gkd", "seqkd", "sft")  # the compared stages of the default run
+MORE = ("supervised_kd", "distillm", "skd", "minillm")  # the stages `:more` adds
 # Every distillation stage a variant can add: a name → the trainer fields it sets (besides the shared ones).
 STAGES = {
     "tsdkd": {"method": "tsdkd"},  # the paper variant with the paper's loss hyper-parameters
@@ -56,6 +57,7 @@ STAGES = {
     "supervised_kd": {"method": "supervised_kd"},  # forward KL on the gold solutions
     "distillm": {"method": "distillm"},  # skew KL
     "skd": {"method": "skd"},  # Speculative KD: student proposes, teacher replaces outside its top 25
+    "minillm": {"method": "minillm"},  # reverse KL by policy gradient, teacher-mixed α 0.2 (loss.minillm)
     # ablations of TSD-KD (its lr): which terms are on
     "tsdkd_gate_only": {"method": "tsdkd", "loss__use_em": False, "loss__use_indirect": False},
     "tsdkd_gate_em": {"method": "tsdkd", "loss__use_indirect": False},
@@ -74,7 +76,6 @@ ABLATIONS = (
     "tsdkd_k2",
 )
 VARIANTS = ("smoke", "study", "more", "ablate")
-MORE = ("supervised_kd", "distillm", "skd")  # the stages `:more` adds
 LR_GRID = (3e-5, 1e-4, 3e-4)  # the same grid for every method (the study's sweep)
 
 
@@ -114,9 +115,10 @@ def get_config(arg=None):
     #   gkd          71.4   73.8   73.0   → 1e-4
     #   seqkd        69.2   67.8   68.4   → 3e-5
     #   sft          68.0   70.4   69.6   → 1e-4
-    # Ablations use TSD-KD's; the `:more` methods (not swept) use the grid's middle value.
-    tb.lr = ml_collections.ConfigDict({"tsdkd": 1e-4, "gkd": 1e-4, "seqkd": 3e-5, "sft": 1e-4,
-                                       "supervised_kd": 1e-4, "distillm": 1e-4, "skd": 1e-4})  # fmt: skip
+    # Ablations use TSD-KD's; supervised_kd, distillm and minillm (`:more`, not swept) use the grid's middle.
+    tb.lr = ml_collections.ConfigDict(
+        {"tsdkd": 1e-4, "gkd": 1e-4, "seqkd": 3e-5, "sft": 1e-4, **dict.fromkeys(MORE, 1e-4)}
+    )
     tb.sweep = ml_collections.ConfigDict()
     tb.sweep.lrs = LR_GRID if study else ()  # empty: no sweep, use testbed.lr
     tb.sweep.methods = tuple(m for m in METHODS + MORE if m in tb.methods)

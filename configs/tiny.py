@@ -20,7 +20,7 @@ response tokens the teacher kept from the student's proposals: 0.04 at step 1, ~
 
 Variants (comma-separated after a colon, e.g. configs/tiny.py:gkd,smoke):
   methods     gkd, official (tsdkd_official), supervised_kd, seqkd, distillm, distillm_srkl, sft,
-              skd (Speculative KD: K = 25, forward KL)
+              skd (Speculative KD: K = 25, forward KL), minillm (MiniLLM: paper defaults)
   ablations   no_gate, no_indirect, no_em, gate_only (= no_indirect + no_em), em_alone (no direct, no indirect)
   data        offpolicy (λ = 0), mixed (λ = 0.5)
   shape       accum (2 micro-batches of 8), micro_norm (per-micro-batch means), smoke (4 steps, no eval)
@@ -39,6 +39,8 @@ VARIANTS = {
     "distillm_srkl": {"method": "distillm", "loss.divergence": "srkl"},
     "sft": {"method": "sft", "teacher.path": ""},
     "skd": {"method": "skd"},  # the student proposes, the teacher replaces proposals outside its top 25
+    # MiniLLM with the paper's defaults (config.loss.minillm: teacher-mixed α 0.2, clip 0.2, length norm)
+    "minillm": {"method": "minillm"},
     "no_gate": {"loss.use_gate": False},
     "no_indirect": {"loss.use_indirect": False},
     "no_em": {"loss.use_em": False},

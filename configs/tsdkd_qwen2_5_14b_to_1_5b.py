@@ -20,7 +20,7 @@ Expected result (SPEC §3, the paper's harness; ours differs, compare relative g
 53.1 / 49.5 and `:gkd` 57.9 / 39.9 / 18.1 / 41.8 / 52.3 / 47.7. The logged eval/kl_teacher_student falls.
 
 Variants (comma-separated, configs/common.py): gkd, official, supervised_kd, seqkd, distillm, distillm_srkl,
-sft, skd; no_gate, no_indirect, no_em, gate_only, c100; offpolicy, mixed; smoke; and field=value overrides
+sft, skd, minillm; no_gate, no_indirect, no_em, gate_only, c100; offpolicy, mixed; smoke; and field=value overrides
 (`:opener_frac=1.0`, `:optim.lr=1e-6`). `:official` also resizes the student's embedding to the teacher's
 vocabulary (151,936 → 152,064), as the released run did.
 """

@@ -8,6 +8,8 @@ import os
 import pytest
 
 from tsdkd_jax import testbed
+from tsdkd_jax.testbed import stages
+from tsdkd_jax.train import methods
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
@@ -29,7 +31,11 @@ def test_default_and_variants_load():
     assert list(study.sweep.lrs) == [3e-5, 1e-4, 3e-4] and set(study.sweep.methods) == set(c.testbed.methods)
     for ablation in ("tsdkd_gate_only", "tsdkd_gate_em", "tsdkd_gate_rank", "tsdkd_em_only", "tsdkd_k2"):
         assert ablation in study.methods and ablation in load_config("ablate").testbed.methods
-    assert "distillm" in load_config("more,smoke").testbed.methods
+    more = load_config("more,smoke")
+    assert {"supervised_kd", "distillm", "minillm"} <= set(more.testbed.methods)
+    for name in ("distillm", "minillm"):  # the added stages' losses accept the shared settings
+        stage = stages.stage_config(more, **stages.stage_fields(more.testbed, name))
+        assert methods.of(stage).check(stage.loss) is None and methods.loss_config(stage) is not None
     with pytest.raises(ValueError, match="unknown variant"):
         load_config("fulll")
 

@@ -83,7 +83,9 @@ def _collect(t, workdir: str, *, n_prompts: int, seed: int, prompts_path: str | 
     c = t.config
     if t.teacher_params is None:
         raise ValueError(f"{workdir}: method={c.method} has no teacher; nothing to inspect")
-    cfg = objectives.loss_config(c) or losses.make_config()  # CE runs: shown with the paper's loss
+    cfg = objectives.loss_config(c)
+    if not isinstance(cfg, losses.LossConfig):  # CE runs and MiniLLM: shown with the paper's TSD-KD loss
+        cfg = losses.make_config()
     prompts, label = _prompts(t, prompts_path)
     b = next(data.eval_batches(
         prompts, batch_size=c.data.batch_size, max_prompt_len=c.data.max_prompt_len,

@@ -71,6 +71,8 @@ def term_weights(cfg) -> dict[str, float]:
     """{term: weight} of the terms that make the loss (cfg None: cross-entropy)."""
     if cfg is None:
         return {"loss/ce": 1.0}
+    if hasattr(cfg, "term_weights"):  # a loss with its own terms (minillm.MiniLLMConfig)
+        return cfg.term_weights()
     w = {"loss/direct": 1.0} if cfg.use_direct else {}  # without it, loss/direct is logged as a statistic
     if cfg.use_em:
         w["loss/em"] = cfg.em_weight

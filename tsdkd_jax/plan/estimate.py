@@ -202,10 +202,13 @@ def _samplers(x: _Setting) -> list[tuple]:
     """Which models sample, with their (compute, parameter) itemsizes, rules and vocabulary."""
     c, out = x.c, []
     if methods.samples_on_policy(c):
-        both = x.teacher is not None and methods.interleave_k(c) is not None  # SKD: one loop, two caches
-        who = "student + teacher, interleaved" if both else "student, on-policy"
+        who = "student, on-policy"
+        if x.teacher is not None and methods.interleave_k(c) is not None:  # SKD: one loop, two caches
+            who = "student + teacher, interleaved"
+        elif x.teacher is not None and methods.of(c).teacher_mix is not None:  # MiniLLM: both decode at once
+            who = "student + teacher, mixed"
         out.append((who, x.student, x.cs, x.sp, x.rules, x.s_vocab))
-        if both:  # the same phase: its lines add up
+        if who != "student, on-policy":  # the same phase: its lines add up
             out.append((who, x.teacher, x.ct, x.ct, x.t_rules, None))
     teacher_samples = methods.of(c).responses == "teacher"
     if x.teacher is not None and (teacher_samples or c.eval_every or c.eval_at_ends):
@@ -222,7 +225,8 @@ def _sampling_lines(x: _Setting, phase, cfg, item, p_item, m_rules, vocab) -> li
     kept = param_bytes(cfg, mesh, m_rules, p_item, vocab)
     prefill = block_bytes(cfg, rows_s, p_len, t_len - 1, item, mesh, s_rules, residuals=False)
     prefill += rows_s * _split("vocab", vocab or cfg.vocab_size, mesh, s_rules) * F32
-    lines = [Line("KV cache", phase, cache, f"{b} prompts × {t_len - 1} slots (the global batch)")]
+    note = f"{cfg.num_layers} layers, {b} prompts × {t_len - 1} slots (the global batch)"
+    lines = [Line("KV cache", phase, cache, note)]
     # sampling.generate casts on the shards (a copy only when that narrows them); then it gathers them
     # once per call, or (gather_weights=False) one block at a time.
     shards = decode_copy_bytes(cfg, mesh, m_rules, p_item, item, vocab)

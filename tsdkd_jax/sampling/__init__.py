@@ -8,6 +8,7 @@ from tsdkd_jax.sampling.generate import (
     generate,
     generate_from_state,
 )
+from tsdkd_jax.sampling.mixed import generate_mixed, mixture_logprobs
 
 __all__ = [
     "SAMPLING_RULES",
@@ -17,7 +18,9 @@ __all__ = [
     "choose",
     "generate",
     "generate_from_state",
+    "generate_mixed",
     "make_params",
+    "mixture_logprobs",
     "pad_batch",
     "sample_key",
     "sampling_logits",

@@ -20,7 +20,7 @@ from tsdkd_jax import eval as eval_lib
 from tsdkd_jax.eval.metrics import read_json, write_json
 from tsdkd_jax.parallel import distributed
 from tsdkd_jax.testbed import diagnostics
-from tsdkd_jax.train import variants
+from tsdkd_jax.train import methods, variants
 
 SCORER = "gsm8k_strict"  # the answer must follow "#### "
 
@@ -58,8 +58,11 @@ def lr_of(tb, lrs: dict, name: str) -> float:
 def _fingerprint(config) -> dict:
     """The settings that make a stage's result (paths left out: a workdir may be moved or copied)."""
     keys = ("method", "seed", "total_steps", "optim", "loss", "sampling")
-    return {**{k: config[k].to_dict() if hasattr(config[k], "to_dict") else config[k] for k in keys},
-            "batch_size": config.data.batch_size}  # fmt: skip
+    fp = {**{k: config[k].to_dict() if hasattr(config[k], "to_dict") else config[k] for k in keys},
+          "batch_size": config.data.batch_size}  # fmt: skip
+    if methods.of(config).teacher_mix is None:  # only MiniLLM reads loss.minillm: older workdirs still match
+        fp["loss"].pop("minillm", None)
+    return fp
 
 
 def train_stage(name: str, config, workdir: str, make_hook=None) -> dict:

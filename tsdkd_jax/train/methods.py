@@ -10,7 +10,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+import ml_collections
+
 from tsdkd_jax import losses
+from tsdkd_jax.losses import minillm
 
 RESPONSES = ("student", "teacher", "dataset")
 
@@ -29,6 +32,8 @@ class Method:
     interleave_k: None, or (SKD) loss config section → K: the "student" samples are drawn with the teacher
       in the sampler's loop, which replaces every proposal outside its top K tokens by its own sample
       (sampling/interleaved.py).
+    teacher_mix: loss config section → α: the student's samples are drawn from α·p_teacher + (1 − α)·q_student
+      (sampling/mixed.py), or None (the student's own distribution under config.sampling).
     """
 
     responses: str
@@ -37,6 +42,7 @@ class Method:
     check: Callable[..., tuple[str, str] | None] = lambda lc: None
     pad_is_eos: bool = False
     interleave_k: Callable[..., int] | None = None
+    teacher_mix: Callable[..., float] | None = None
 
 
 def _shared(lc) -> dict:
@@ -85,6 +91,39 @@ def _cross_entropy(lc):
     return None
 
 
+def minillm_defaults() -> ml_collections.ConfigDict:
+    """config.loss.minillm: MiniLLM's defaults from the paper (Gu et al., ICLR 2024, §2.2 and App. B) and its
+    released scripts. Rollouts sample at temperature 1 from the full mixed distribution (no top-k/top-p).
+    The paper's pre-training LM term (L_PT on a pre-training corpus) is not implemented: it is off here."""
+    c = ml_collections.ConfigDict()
+    c.mix_alpha = 0.2  # α of teacher-mixed sampling: sample from 0.2·p_teacher + 0.8·q_student
+    c.clip_eps = 0.2  # ε: the importance ratio q/p̃ of the long-term term clipped to [0.8, 1.2] (PPO-style)
+    c.length_norm = True  # long-term return from t+1 divided by the number of tokens after t
+    return c
+
+
+def _minillm_loss(lc):
+    return minillm.MiniLLMConfig(**lc.minillm.to_dict())
+
+
+def _on_policy_global(lc):
+    if lc.lam != 1.0:
+        return (
+            "loss.lam",
+            f"minillm trains on its own (teacher-mixed) samples only: needs 1.0, got {lc.lam!r}",
+        )
+    if lc.normalize != "global":
+        return (
+            "loss.normalize",
+            f"minillm normalises over the step's tokens: needs 'global', got {lc.normalize!r}",
+        )
+    try:
+        _minillm_loss(lc)
+    except (ValueError, TypeError) as e:  # the message names the field
+        return "loss.minillm", str(e)
+    return None
+
+
 METHODS: dict[str, Method] = {
     "tsdkd": Method("student", True, _tsdkd("paper"), check=_some_term),
     "tsdkd_official": Method("student", True, _tsdkd("official"), check=_some_term, pad_is_eos=True),
@@ -101,6 +140,9 @@ METHODS: dict[str, Method] = {
         check=_skd_k,
         interleave_k=lambda lc: lc.skd_top_k,
     ),
+    "minillm": Method(
+        "student", True, _minillm_loss, check=_on_policy_global, teacher_mix=lambda lc: lc.minillm.mix_alpha
+    ),
 }
 
 
@@ -115,7 +157,7 @@ def of(config) -> Method:
     return get(config.method)
 
 
-def loss_config(config) -> losses.LossConfig | None:
+def loss_config(config) -> losses.LossConfig | minillm.MiniLLMConfig | None:
     """The KD loss of `config.method` as a LossConfig; None for the cross-entropy methods."""
     return of(config).loss(config.loss)
 

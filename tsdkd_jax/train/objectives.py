@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from tsdkd_jax import losses
 from tsdkd_jax.losses import divergences as dv
-from tsdkd_jax.losses import terms
+from tsdkd_jax.losses import minillm, terms
 from tsdkd_jax.train import methods
 
 Array = jax.Array
@@ -50,6 +50,18 @@ def kd_token_stats(
         return losses.token_stats(z, u, cfg)
 
     return losses.chunked_map(fn, (hs, jax.lax.stop_gradient(ht)), chunk_size)
+
+
+def minillm_token_stats(hs, ht, labels, *, student, teacher, spec) -> dict[str, Array]:
+    """losses.minillm.token_stats of the sampled tokens [B, N] from both models' hidden states [B, N, D]."""
+
+    def fn(hs_CD, ht_CD, y_C):
+        z = dv.as_f32(student.unembed(hs_CD))
+        u = jax.lax.stop_gradient(dv.as_f32(teacher.unembed(ht_CD)))
+        z, u = losses.align_vocab(z, u, spec.vocab_policy)
+        return minillm.token_stats(z, u, y_C)
+
+    return losses.chunked_map(fn, (hs, jax.lax.stop_gradient(ht), labels), spec.chunk_size)
 
 
 def student_entropy(hs, *, s_unembed, chunk_size) -> Array:

@@ -6,6 +6,7 @@ exactly what the uninterrupted one drew.
 
 from __future__ import annotations
 
+import functools
 import time
 
 import jax
@@ -91,6 +92,20 @@ def sample_interleaved(t, prompt_ids, prompt_mask, key, k: int):
     return out.tokens, out.mask, {"skd/kept_frac": kept / max(total, 1.0)}
 
 
+def sample_mixed(t, params, prompt_ids, prompt_mask, key):
+    """Trainer `t`'s student samples drawn from α·p_teacher + (1 − α)·q_student (MiniLLM's teacher-mixed
+    sampling; α from the method table's teacher_mix) at temperature 1 over the full vocabulary."""
+    c = t.config
+    out = sampling.generate_mixed(
+        nnx.split(nnx.merge(t.graphdef, params)),
+        nnx.split(nnx.merge(t.teacher_graphdef, t.teacher_params)),
+        prompt_ids, prompt_mask, alpha=methods.of(c).teacher_mix(c.loss), max_new_tokens=c.sampling.max_new_tokens,
+        rng=key, eos_token_ids=tuple(t.eos_ids), pad_token_id=t.pad_id, mesh=t.mesh, rules=t.sampling_rules,
+        gather_weights=c.sampling.gather_weights,
+    )  # fmt: skip
+    return out.tokens, out.mask
+
+
 def step_batch(t, step: int, host_batch) -> tuple[dict, float, bool]:
     """The step's global batch for Trainer `t`: its prompts, and responses sampled by whoever the method
     table names for this step (methods.responder) or the dataset's; with the sampling time and whether it
@@ -109,6 +124,8 @@ def step_batch(t, step: int, host_batch) -> tuple[dict, float, bool]:
         key = sampling.sample_key(c.seed, step, 0)
         if who == "student" and (k := methods.interleave_k(c)) is not None:  # SKD: the teacher in the loop
             tokens, mask, t.sample_stats = sample_interleaved(t, prompt_ids, prompt_mask, key, k)
+        elif who == "student" and methods.of(c).teacher_mix is not None:  # MiniLLM's teacher-mixed rollouts
+            tokens, mask = sample_mixed(t, sampled_by[1], prompt_ids, prompt_mask, key)
         else:
             tokens, mask = t.sample(*sampled_by, prompt_ids, prompt_mask, key)
         jax.block_until_ready(tokens)  # sampling depends on the previous update anyway

@@ -25,6 +25,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from tsdkd_jax import losses
+from tsdkd_jax.losses import minillm
 from tsdkd_jax.losses import terms as loss_terms
 from tsdkd_jax.train import diagnostics, methods
 from tsdkd_jax.train import objectives as obj
@@ -101,6 +102,11 @@ def _head(hs, mb, teacher_hidden, sel_masks, counts, *, student, teacher, spec: 
     if cfg is None:
         stats = obj.ce_token_stats(hs, mb["labels"], s_unembed=student.unembed, chunk_size=spec.chunk_size)
         sums = loss_terms.ce_sums(stats, mask)
+    elif isinstance(cfg, minillm.MiniLLMConfig):  # policy gradient on the sampled tokens: whole responses
+        stats = obj.minillm_token_stats(
+            hs, teacher_hidden, mb["labels"], student=student, teacher=teacher, spec=spec
+        )
+        sums = minillm.sums(stats, mask, cfg)
     else:
         stats = kd_stats(hs, teacher_hidden, student=student, teacher=teacher, spec=spec)
         if sel_masks is None:
@@ -151,7 +157,7 @@ def student_grads(
 
     sel_all, counts = None, None
     if spec.normalize == "global" and k > 1:
-        counts = {"loss/direct": n_tok, "loss/ce": n_tok}
+        counts = {"loss/direct": n_tok, "loss/ce": n_tok, **{name: n_tok for name in minillm.TERMS}}
         if cfg is not None and (cfg.use_em or cfg.use_indirect):
             sel_all = _selection_prepass(params, graphdef, mbs, spec)
             counts["loss/em"] = jnp.sum(sel_all["em_set"])
