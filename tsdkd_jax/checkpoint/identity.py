@@ -56,7 +56,9 @@ def run_identity(config: Any, train_set: Any) -> dict[str, str]:
             config.data, train_set
         ),
     }
-    for section in ("loss", "optim"):
+    # lora only when on: a plain run's identity stays what checkpoints saved before the section existed hold
+    lora_on = "lora" in config and config.lora.rank
+    for section in ("loss", "optim", *(("lora",) if lora_on else ())):
         for key, value in sorted(config[section].to_dict().items()):
             ident[f"{section}.{key}"] = value
     return {k: json.dumps(v, sort_keys=True, default=str) for k, v in ident.items()}
