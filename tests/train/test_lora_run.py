@@ -1,6 +1,8 @@
 """configs/tiny.py:lora end to end on a data × fsdp × tensor mesh: only the adapters train, a restart restores
 the state, and both exports (merged HF folder, PEFT adapter) give the adapted model's logits in torch."""
 
+import types
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,7 +13,7 @@ import torch
 import transformers
 from flax import nnx
 
-from tsdkd_jax import train
+from tsdkd_jax import checkpoint, train
 from tsdkd_jax.train import state as state_lib
 
 _OVERRIDES = {
@@ -92,3 +94,11 @@ def test_peft_loads_the_adapter_onto_the_original_student(lora_run):
     adapted = peft.PeftModel.from_pretrained(student, lora_run["workdir"] / "export_adapter").eval()
     got = tiny_hf.reference_logits(adapted, ids, mask)
     assert tiny_hf.rel_l2(_jax_logits(lora_run, ids, mask), got, mask) <= 1e-5
+
+
+def test_resume_identity_names_the_lora_section_only_when_lora_is_on(tiny_config):
+    train_set = types.SimpleNamespace(prompts=[np.arange(3, dtype=np.int32)], responses=None)
+    off = checkpoint.run_identity(tiny_config(), train_set)
+    on = checkpoint.run_identity(tiny_config("lora"), train_set)
+    assert set(on) - set(off) == {"lora.rank", "lora.alpha", "lora.targets"}  # a plain run's is unchanged
+    assert on["lora.rank"] == "8" and on["lora.alpha"] == "16.0"
