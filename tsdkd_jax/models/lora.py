@@ -81,8 +81,8 @@ class Adapters(nnx.Module):
         return self.alpha / self.rank
 
     def arrays(self) -> dict[str, dict[str, jax.Array]]:
-        """{target: {"a": (α/r)·A, "b": B}}: what layers.project reads (folding the scale into A is exact
-        math and keeps the scan body free of Python constants)."""
+        """{target: {"a": (α/r)·A, "b": B}}: what layers.project reads ((α/r)·(x·A)·B = x·((α/r)·A)·B; the
+        scale folded into A keeps the scanned block free of Python constants)."""
         return {
             t: {
                 "a": getattr(self, f"{t}_a").get_value() * self.scale,
