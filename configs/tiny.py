@@ -24,6 +24,8 @@ Variants (comma-separated after a colon, e.g. configs/tiny.py:gkd,smoke):
   ablations   no_gate, no_indirect, no_em, gate_only (= no_indirect + no_em), em_alone (no direct, no indirect)
   data        offpolicy (λ = 0), mixed (λ = 0.5)
   shape       accum (2 micro-batches of 8), micro_norm (per-micro-batch means), smoke (4 steps, no eval)
+  student     lora (rank-8 adapters on q,k,v,o,gate,up,down, α = 16; the base frozen; exports
+              <workdir>/export merged and <workdir>/export_adapter for PEFT)
 """
 
 import os
@@ -51,6 +53,7 @@ VARIANTS = {
     "accum": {"optim.grad_accum": 2, "data.batch_size": 16},
     "micro_norm": {"loss.normalize": "micro_batch"},
     "smoke": {"total_steps": 4, "eval_at_ends": False},
+    "lora": {"lora.rank": 8, "lora.alpha": 16.0},
 }
 
 

@@ -35,10 +35,13 @@ def _config_file(args: list[str], default: str) -> str:
 def field_lines() -> list[str]:
     """ "  section.field = default  # comment" for every field of the schema."""
     from tsdkd_jax.data import config as data_config
+    from tsdkd_jax.models import lora
     from tsdkd_jax.train import config as train_config
 
     lines = []
-    for prefix, fn in (("", train_config.default_config), ("data.", data_config.default_config)):
+    sections = (("", train_config.default_config), ("data.", data_config.default_config),
+                ("lora.", lora.default_config))  # fmt: skip
+    for prefix, fn in sections:
         pending = []  # comment lines above a field describe it
         source = inspect.getsource(fn).splitlines()
         for i, raw in enumerate(source):
@@ -49,7 +52,7 @@ def field_lines() -> list[str]:
             if text.endswith("= (") and i + 1 < len(source):  # a value the formatter wrapped in (...)
                 raw = text[:-1] + source[i + 1].strip()
             m = _FIELD.match(raw)
-            if m and not m.group(2).startswith(("ml_collections.", "data_lib.")):
+            if m and not m.group(2).startswith(("ml_collections.", "data_lib.", "lora_lib.")):
                 comment = " ".join([*pending, m.group(3) or ""]).strip()
                 lines.append(f"  {prefix}{m.group(1)} = {m.group(2)}" + (f"  # {comment}" if comment else ""))
             pending = []

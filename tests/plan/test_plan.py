@@ -115,8 +115,9 @@ def _compiled(trainer, c):
 @pytest.mark.parametrize(
     "overrides",
     [{}, {"student__remat": True}, {"data__batch_size": 64, "sampling__max_new_tokens": 64},
-     {"optim__grad_accum": 2, "data__batch_size": 16, "mesh__fsdp": 2, "mesh__tensor": 2}],
-    ids=["tiny", "remat", "activation_heavy", "accum_fsdp_tensor"],
+     {"optim__grad_accum": 2, "data__batch_size": 16, "mesh__fsdp": 2, "mesh__tensor": 2},
+     {"lora__rank": 8, "mesh__fsdp": 2, "mesh__tensor": 2}],
+    ids=["tiny", "remat", "activation_heavy", "accum_fsdp_tensor", "lora_fsdp_tensor"],
 )  # fmt: skip
 def test_tiny_estimate_within_25_percent_of_compiled_memory(overrides, tmp_path):
     c = _tiny(**overrides)

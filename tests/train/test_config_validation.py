@@ -27,6 +27,7 @@ from tsdkd_jax import data, train
         ({"teacher.path": ""}, "teacher.path: is empty"),
         ({"data.response_field": "", "loss.lam": 0.5}, "data.response_field: method=tsdkd with λ=0.5 needs"),
         ({"data.max_response_len": 32}, "data.max_response_len: 32 exceeds sampling.max_new_tokens=16"),
+        ({"lora.rank": 4, "lora.targets": "q,attn"}, "lora.targets: expected distinct names from"),
         (
             {"loss.use_direct": False, "loss.use_em": False, "loss.use_indirect": False},
             "loss.use_direct: with use_em and use_indirect also False the loss is empty",

@@ -6,8 +6,9 @@ step. So each step's meta holds (under INTEGRITY_KEY) the run identity (`run_ide
 shape/dtype structure and its array checksums (checksum.py); `check` compares the first two before anything
 is read. A difference is a `ConfigChangedError` naming the fields; nothing on disk is renamed or deleted.
 `checkpoint.allow_config_change=True` resumes anyway after a warning (identity only: a state of another shape
-cannot be restored at all). Fields left out on purpose: total_steps (extending a run), mesh (restoring onto
-another mesh), checkpoint/eval/logging/debug settings, sampling.
+cannot be restored at all). The lora section counts only when LoRA is on. Fields left out on purpose:
+total_steps (extending a run), mesh (restoring onto another mesh), checkpoint/eval/logging/debug settings,
+sampling.
 """
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ def run_identity(config: Any, train_set: Any) -> dict[str, str]:
             config.data, train_set
         ),
     }
-    for section in ("loss", "optim"):
+    # lora only when on: a plain run's identity stays what checkpoints saved before the section existed hold
+    lora_on = "lora" in config and config.lora.rank
+    for section in ("loss", "optim", *(("lora",) if lora_on else ())):
         for key, value in sorted(config[section].to_dict().items()):
             ident[f"{section}.{key}"] = value
     return {k: json.dumps(v, sort_keys=True, default=str) for k, v in ident.items()}

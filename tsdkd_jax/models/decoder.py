@@ -192,5 +192,8 @@ class Decoder(nnx.Module):
 
         if self.remat:
             body = jax.checkpoint(body, prevent_cse=False)
-        xs = (self.layers.arrays(), inv_freq_LF, sliding_L, kv_cache)
+        arrays = self.layers.arrays()
+        if (adapters := getattr(self, "lora", None)) is not None:  # a LoRA student (models/lora.py)
+            arrays["lora"] = adapters.arrays()
+        xs = (arrays, inv_freq_LF, sliding_L, kv_cache)
         return jax.lax.scan(body, x_BTD, xs)

@@ -14,6 +14,39 @@ from tsdkd_jax.models.rope import apply_rope
 
 _MASKED = float(jnp.finfo(jnp.float32).min)
 
+# Each weight's einsum: input axes, weight axes -> output axes. A weight's axes are its input axes (shared with
+# x) then its output axes; LoRA adapters (models/lora.py) are built from this split.
+PROJECTIONS = {
+    "q": "BTD,DNH->BTNH",
+    "k": "BTD,DKH->BTKH",
+    "v": "BTD,DKH->BTKH",
+    "o": "BTNH,NHD->BTD",
+    "gate": "BTD,DF->BTF",
+    "up": "BTD,DF->BTF",
+    "down": "BTF,FD->BTD",
+}
+
+
+def weight_axes(name: str) -> tuple[str, str]:
+    """(input axes, output axes) of projection `name`'s weight, e.g. ("D", "NH") for q."""
+    x_axes, w_axes = PROJECTIONS[name].split("->")[0].split(",")
+    return "".join(a for a in w_axes if a in x_axes), "".join(a for a in w_axes if a not in x_axes)
+
+
+def project(p: dict, name: str, x):
+    """x · p[name] (in x's dtype), plus the low-rank update x · A · B when p holds an adapter for `name`
+    (p["lora"][name] = {"a": [*in, R] already scaled by α/r, "b": [R, *out]})."""
+    eq = PROJECTIONS[name]
+    y = jnp.einsum(eq, x, p[name].astype(x.dtype))
+    adapter = p.get("lora", {}).get(name)
+    if adapter is None:
+        return y
+    x_axes, out_axes = eq.split(",")[0], eq.split("->")[1]
+    in_axes, w_out = weight_axes(name)
+    lead = "".join(a for a in x_axes if a not in in_axes)  # R (rank) is no other axis' letter
+    h = jnp.einsum(f"{x_axes},{in_axes}R->{lead}R", x, adapter["a"].astype(x.dtype))
+    return y + jnp.einsum(f"{lead}R,R{w_out}->{out_axes}", h, adapter["b"].astype(x.dtype))
+
 
 def rms_norm(x: jnp.ndarray, scale: jnp.ndarray, eps: float, plus_one: bool) -> jnp.ndarray:
     """RMSNorm over the last axis in float32 (variance of bf16 activations is too coarse), cast back."""
@@ -40,9 +73,7 @@ def attention_masks(q_pos_BT, q_slot_BT, k_pos_BS, k_valid_BS, window: int | Non
 def attention(config: ModelConfig, p: dict, x_BTD, positions_BT, inv_freq_F, mask_BTS, kv_cache, write_index):
     """Self-attention; with `kv_cache` = (k_BSKH, v_BSKH) the new keys are written at `write_index` first."""
     dtype = x_BTD.dtype
-    q_BTNH = jnp.einsum("BTD,DNH->BTNH", x_BTD, p["q"].astype(dtype))
-    k_BTKH = jnp.einsum("BTD,DKH->BTKH", x_BTD, p["k"].astype(dtype))
-    v_BTKH = jnp.einsum("BTD,DKH->BTKH", x_BTD, p["v"].astype(dtype))
+    q_BTNH, k_BTKH, v_BTKH = (project(p, name, x_BTD) for name in ("q", "k", "v"))
     if config.qkv_bias:
         q_BTNH += p["q_bias"].astype(dtype)
         k_BTKH += p["k_bias"].astype(dtype)
@@ -70,16 +101,14 @@ def attention(config: ModelConfig, p: dict, x_BTD, positions_BT, inv_freq_F, mas
     logits_BKGTS = jnp.where(mask_BTS[:, None, None, :, :], logits_BKGTS, _MASKED)
     probs_BKGTS = jax.nn.softmax(logits_BKGTS, axis=-1).astype(dtype)
     out_BTKGH = jnp.einsum("BKGTS,BSKH->BTKGH", probs_BKGTS, v_BSKH.astype(dtype))
-    out_BTD = jnp.einsum("BTNH,NHD->BTD", out_BTKGH.reshape(B, T, N, H), p["o"].astype(dtype))
+    out_BTD = project(p, "o", out_BTKGH.reshape(B, T, N, H))
     return out_BTD, (None if kv_cache is None else (k_BSKH, v_BSKH))
 
 
 def mlp(config: ModelConfig, p: dict, x_BTD):
-    dtype = x_BTD.dtype
-    gate_BTF = jnp.einsum("BTD,DF->BTF", x_BTD, p["gate"].astype(dtype))
-    up_BTF = jnp.einsum("BTD,DF->BTF", x_BTD, p["up"].astype(dtype))
+    gate_BTF, up_BTF = project(p, "gate", x_BTD), project(p, "up", x_BTD)
     act = jax.nn.silu if config.activation == "silu" else lambda g: jax.nn.gelu(g, approximate=True)
-    return jnp.einsum("BTF,FD->BTD", act(gate_BTF) * up_BTF, p["down"].astype(dtype))
+    return project(p, "down", act(gate_BTF) * up_BTF)
 
 
 def block(config: ModelConfig, p: dict, x_BTD, positions_BT, inv_freq_F, mask_BTS, kv_cache, write_index):

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from jax.sharding import AbstractMesh, AxisType
 
+from tsdkd_jax.models import lora
 from tsdkd_jax.models.decoder import layer_param_specs
 from tsdkd_jax.parallel import DEFAULT_RULES, logical_to_sharding
 from tsdkd_jax.parallel.mesh import AXES
@@ -69,6 +70,14 @@ def param_tensors(cfg, vocab_size: int | None = None) -> list[tuple[tuple[int, .
 def param_bytes(cfg, mesh, rules, itemsize: int, vocab_size: int | None = None) -> int:
     """Bytes of one device's shard of every parameter."""
     return sum(_shard_elems(n, s, mesh, rules) * itemsize for s, n in param_tensors(cfg, vocab_size))
+
+
+def lora_bytes(cfg, config, mesh, rules, itemsize: int) -> int:
+    """Bytes of one device's shard of the LoRA adapters of experiment `config` (0 when lora.rank is 0)."""
+    if "lora" not in config or not config.lora.rank:
+        return 0
+    specs = [lora.adapter_specs(cfg, t, config.lora.rank) for t in lora.targets_of(config.lora)]
+    return sum(_shard_elems(n, s, mesh, rules) * itemsize for a, b, _ in specs for s, n in (a, b))
 
 
 def layer_gather_bytes(cfg, mesh, rules, itemsize: int) -> int:
@@ -143,7 +152,8 @@ class _Setting:
     t_rules: dict
     s_rules: dict  # the sampler's (loop.Trainer.sampling_rules)
     s_vocab: int
-    params: int  # bytes of the student's parameters per device
+    params: int  # bytes of the student's parameters per device (LoRA adapters included)
+    trained: int  # of those, the bytes that get gradients and AdamW state (a LoRA student: its adapters)
 
     @property
     def cs(self) -> int:
@@ -174,9 +184,10 @@ def plan(config, student, teacher, *, mesh_sizes, device: str, capacity: int) ->
         else student.vocab_size
     )
     sp = np.dtype(c.student.param_dtype).itemsize
+    base, adapters = param_bytes(student, mesh, rules, sp, s_vocab), lora_bytes(student, c, mesh, rules, sp)
     x = _Setting(
         c, student, teacher, mesh, rules, {**rules, **c.teacher.rules.to_dict()}, {**rules, "embed": None},
-        s_vocab, param_bytes(student, mesh, rules, sp, s_vocab),
+        s_vocab, base + adapters, adapters or base,
     )  # fmt: skip
     lines = _resident_lines(x)
     for who, cfg, item, p_item, m_rules, vocab in _samplers(x):
@@ -190,7 +201,7 @@ def _resident_lines(x: _Setting) -> list[Line]:
     p_name = {4: "fp32 master", 2: "pure bf16"}.get(x.sp, c.student.param_dtype)
     lines = [
         Line("student params", "resident", x.params, f"{p_name}, {x.student.num_layers} layers"),
-        Line("optimizer state", "resident", 2 * x.params, f"AdamW μ, ν ({c.student.param_dtype})"),
+        Line("optimizer state", "resident", 2 * x.trained, f"AdamW μ, ν ({c.student.param_dtype})"),
     ]
     if x.teacher is not None:
         t_bytes = param_bytes(x.teacher, x.mesh, x.t_rules, x.ct)
@@ -253,7 +264,7 @@ def _train_lines(x: _Setting) -> list[Line]:
     b, k, n_len = c.data.batch_size, c.optim.grad_accum, c.sampling.max_new_tokens
     rows = _shard_elems(("batch",), (b // k,), mesh, rules)
     grads_note = c.student.param_dtype + (" + accumulator" if k > 1 else "")
-    lines = [Line("gradients", "train", x.params * (2 if k > 1 else 1), grads_note)]
+    lines = [Line("gradients", "train", x.trained * (2 if k > 1 else 1), grads_note)]
     block_s = block_bytes(student, rows, t_len, t_len, x.cs, mesh, rules)
     carry = rows * t_len * student.hidden_size * x.cs
     if c.student.remat:  # the scan keeps each block's input; a block's residuals are recomputed in backward

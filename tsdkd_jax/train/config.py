@@ -18,6 +18,7 @@ import ml_collections
 
 from tsdkd_jax import data as data_lib
 from tsdkd_jax.checkpoint import workdir as wd
+from tsdkd_jax.models import lora as lora_lib
 from tsdkd_jax.train import methods as methods_lib
 
 METHODS = methods_lib.METHODS  # name → what the method is (methods.py)
@@ -48,9 +49,7 @@ def default_config() -> ml_collections.ConfigDict:
     # resolution still add up). "bfloat16": the released run's pure-bf16 training, where they are lost.
     c.student.param_dtype = "float32"
     c.student.remat = False  # recompute each block in the backward pass (less memory, more compute)
-    c.student.resize_vocab_to_teacher = (
-        False  # zero-pad the student's embedding to the teacher's vocab (official)
-    )
+    c.student.resize_vocab_to_teacher = False  # zero-pad the student's embedding to the teacher's vocab
 
     c.teacher = ml_collections.ConfigDict()
     c.teacher.path = ""  # HF folder of the frozen teacher ("" only for a method without one: sft)
@@ -59,6 +58,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.teacher.rules = ml_collections.ConfigDict()  # logical-axis overrides for the teacher (e.g. more tensor)
 
     c.data = data_lib.default_config()
+    c.lora = lora_lib.default_config()  # LoRA student: rank (0 = off), alpha, targets (models/lora.py)
 
     c.loss = ml_collections.ConfigDict()
     c.loss.beta = 0.9  # generalized JSD β (0 = forward KL, 1 = reverse KL)
@@ -161,6 +161,7 @@ def validate(config, *, device_count: int = 1, process_count: int = 1, check_pat
     _check_values(config)
     _check_shapes(config, device_count)
     _check_models(config, check_paths)
+    lora_lib.validate(config.lora)
     try:
         data_lib.validate(config.data, process_count=process_count)
     except FileNotFoundError:

@@ -19,6 +19,7 @@ from flax import nnx
 
 from tsdkd_jax import checkpoint, data, models, parallel, plan
 from tsdkd_jax.checkpoint import workdir as workdir_lib
+from tsdkd_jax.models import lora
 from tsdkd_jax.parallel import distributed
 from tsdkd_jax.train import assets, diagnostics, evaluate, methods, perf, rollout
 from tsdkd_jax.train import config as config_lib
@@ -112,6 +113,7 @@ class Trainer:
         student = models.from_pretrained(c.student.path, p_dtype, self.mesh, self.rules, vocab_size=resize)
         student.dtype = jax.numpy.dtype(c.student.compute_dtype)
         student.remat = bool(c.student.remat)
+        lora.add_adapters(student, c.lora, seed=c.seed, mesh=self.mesh, rules=self.rules)  # rank 0: none
         self.model_config = student.config
         p_shardings = state_lib.param_shardings(student, self.mesh, self.rules)
         self.graphdef, s_state = nnx.split(student)
@@ -285,7 +287,7 @@ class Trainer:
         """The student as an HF folder at <workdir>/export (see export.py)."""
         return export_lib.export_student(
             self.graphdef, self.state["params"], self.tokenizer, self.workdir,
-            method=self.config.method, steps=int(self.state["step"]),
+            method=self.config.method, steps=int(self.state["step"]), base_model=self.config.student.path,
         )  # fmt: skip
 
 

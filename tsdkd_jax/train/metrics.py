@@ -158,15 +158,16 @@ def log_run_summary(t) -> None:
     c = t.config
     n_s = state_lib.count_params(t.state["params"])
     n_t = state_lib.count_params(t.teacher_params) if t.teacher_params is not None else 0
-    # Weights and optimizer only (fp32 params + AdamW moments + fp32 gradients; teacher in its dtype).
-    gb = (16 * n_s + jax.numpy.dtype(c.teacher.dtype).itemsize * n_t) / 1e9
+    n_train = state_lib.count_params(state_lib.split_trainable(t.state["params"])[0])  # < n_s: LoRA
+    # Weights and optimizer only (fp32 params; AdamW moments + fp32 gradients of the trained ones; teacher).
+    gb = (4 * n_s + 12 * n_train + jax.numpy.dtype(c.teacher.dtype).itemsize * n_t) / 1e9
     peak = f"{t.peak_flops / 1e12:.0f} TFLOP/s" if t.peak_flops else "unknown"
     log.info(
         "tsdkd run: method=%s processes=%d devices=%d (%s, peak bf16 %s/device) mesh=%s student=%.2fM "
-        "params (fp32 master, %s compute) teacher=%.2fM params (%s) state+teacher≈%.1f GB (no "
+        "params (%.4fM trained, fp32 master, %s compute) teacher=%.2fM params (%s) state+teacher≈%.1f GB (no "
         "activations) batch=%d×%d accum=%d steps=%d start=%d train=%d heldout=%d",
         c.method, jax.process_count(), jax.device_count(), jax.devices()[0].device_kind, peak,
-        dict(t.mesh.shape), n_s / 1e6, c.student.compute_dtype, n_t / 1e6, c.teacher.dtype, gb,
+        dict(t.mesh.shape), n_s / 1e6, n_train / 1e6, c.student.compute_dtype, n_t / 1e6, c.teacher.dtype, gb,
         c.data.batch_size, c.sampling.max_new_tokens, c.optim.grad_accum, c.total_steps, t.start_step,
         len(t.iterator.examples), len(t.heldout),
     )  # fmt: skip

@@ -3,6 +3,10 @@
 The state is a plain dict pytree {"params", "opt_state", "step", "rng"} with `params` a pure dict of arrays
 (nnx.to_pure_dict of the student), so Orbax saves it as is and `nnx.merge(graphdef, params)` rebuilds the
 model inside the jitted step. The teacher is never part of it.
+
+A LoRA student (models/lora.py) keeps its whole tree in `params` (the frozen base too, so sampling, evaluation,
+export and checkpoints see one model), but only the adapters train: `split_trainable` separates them, the
+optimizer state is built for them alone, and the step differentiates them alone.
 """
 
 from __future__ import annotations
@@ -40,6 +44,19 @@ def optimizer(config) -> optax.GradientTransformation:
     return optax.chain(diagnostics.count_clipped(o.grad_clip), *clip, adamw)
 
 
+def split_trainable(params) -> tuple[Any, dict]:
+    """(what trains, what stays frozen) of a params pure dict (or a tree of the same layout): a LoRA
+    student's top-level "lora" subtree and the rest; a plain student's whole tree and {}."""
+    if not isinstance(params, dict) or "lora" not in params:
+        return params, {}
+    return params["lora"], {k: v for k, v in params.items() if k != "lora"}
+
+
+def join_trainable(trainable, frozen: dict):
+    """The inverse of split_trainable."""
+    return {**frozen, "lora": trainable} if frozen else trainable
+
+
 def param_shardings(model: nnx.Module, mesh, rules) -> dict[str, Any]:
     """NamedSharding per parameter (pure-dict layout) from the model's logical axis names."""
     state = nnx.state(model, nnx.Param)
@@ -49,12 +66,12 @@ def param_shardings(model: nnx.Module, mesh, rules) -> dict[str, Any]:
 def state_shardings(params_shardings, tx, abstract_params, mesh) -> dict[str, Any]:
     """Shardings of the whole train state: optimizer moments follow their parameter, the rest replicated."""
     replicated = NamedSharding(mesh, PartitionSpec())
-    abstract_opt = jax.eval_shape(tx.init, abstract_params)
+    abstract_opt = jax.eval_shape(tx.init, split_trainable(abstract_params)[0])
     opt = optax.tree_map_params(
         tx,
         lambda _, s: s,
         abstract_opt,
-        params_shardings,
+        split_trainable(params_shardings)[0],
         transform_non_params=lambda _: replicated,
         is_leaf=lambda x: isinstance(x, NamedSharding),
     )
@@ -67,7 +84,7 @@ def init_state(params, tx, seed: int, shardings) -> dict[str, Any]:
     def init(p):
         return {
             "params": p,
-            "opt_state": tx.init(p),
+            "opt_state": tx.init(split_trainable(p)[0]),
             "step": jnp.zeros((), jnp.int32),
             "rng": jax.random.key_data(jax.random.key(seed)),
         }
@@ -80,7 +97,7 @@ def abstract_state(abstract_params, tx) -> dict[str, Any]:
     return jax.eval_shape(
         lambda p: {
             "params": p,
-            "opt_state": tx.init(p),
+            "opt_state": tx.init(split_trainable(p)[0]),
             "step": jnp.zeros((), jnp.int32),
             "rng": jax.random.key_data(jax.random.key(0)),
         },
@@ -89,4 +106,5 @@ def abstract_state(abstract_params, tx) -> dict[str, Any]:
 
 
 def count_params(params) -> int:
+    """Number of parameters in a tree (the trainable ones: count_params(split_trainable(p)[0]))."""
     return sum(int(x.size) for x in jax.tree.leaves(params))

@@ -29,6 +29,7 @@ from tsdkd_jax.losses import minillm
 from tsdkd_jax.losses import terms as loss_terms
 from tsdkd_jax.train import diagnostics, methods
 from tsdkd_jax.train import objectives as obj
+from tsdkd_jax.train import state as state_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,18 +165,20 @@ def student_grads(
             counts["loss/indirect"] = jnp.sum(sel_all["opener"])
 
     teacher = None if teacher_graphdef is None else nnx.merge(teacher_graphdef, teacher_params)
+    trainable, frozen = state_lib.split_trainable(params)  # a LoRA student: gradients of its adapters only
     grad_fn = jax.value_and_grad(
-        lambda p, mb, th, sm: _micro_loss(
-            p, mb, th, sm, counts, graphdef=graphdef, teacher=teacher, spec=spec
+        lambda tp, mb, th, sm: _micro_loss(
+            state_lib.join_trainable(tp, frozen), mb, th, sm, counts, graphdef=graphdef, teacher=teacher,
+            spec=spec,
         ),
         has_aux=True,
-    )
+    )  # fmt: skip
 
     def body(carry, xs):
         mb, sm, th = xs
         if teacher is not None and th is None:  # frozen: forward only, outside the differentiated function
             th = jax.lax.stop_gradient(response_hidden(teacher, mb, mb["labels"].shape[-1]))
-        (_, aux), grads = grad_fn(params, mb, th, sm)  # aux: terms, sums, squared grad norms
+        (_, aux), grads = grad_fn(trainable, mb, th, sm)  # aux: terms, sums, squared grad norms
         return (jax.tree.map(jnp.add, carry[0], grads), *jax.tree.map(jnp.add, carry[1:], aux)), None
 
     # Abstract evaluation of one micro-batch gives the carry's structure.
@@ -194,7 +197,7 @@ def student_grads(
         sm0,
     )
     zeros = lambda tree: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), tree)
-    carry = (jax.tree.map(jnp.zeros_like, params), *zeros(aux_s))
+    carry = (jax.tree.map(jnp.zeros_like, trainable), *zeros(aux_s))
     (grads, terms, sums, grad_sq), _ = jax.lax.scan(body, carry, (mbs, sel_all, teacher_hiddens))
     return grads, terms, sums, n_tok, grad_sq
 
@@ -203,10 +206,10 @@ def apply_update(state, grads, terms, sums, n_tok, grad_sq=None, *, tx, lr_fn, s
     """The optimizer update and the step's metrics from student_grads' outputs."""
     loss = loss_terms.combine(terms, spec.loss_cfg)
     grad_norm = optax.tree.norm(grads)
-    params = state["params"]
-    updates, opt_state = tx.update(grads, state["opt_state"], params)
+    trainable, frozen = state_lib.split_trainable(state["params"])  # grads: of `trainable` only
+    updates, opt_state = tx.update(grads, state["opt_state"], trainable)
     new_state = {
-        "params": optax.apply_updates(params, updates),
+        "params": state_lib.join_trainable(optax.apply_updates(trainable, updates), frozen),
         "opt_state": opt_state,
         "step": state["step"] + 1,
         "rng": state["rng"],
@@ -224,9 +227,13 @@ def train_step(state, teacher_params, batch, rng, *, graphdef, teacher_graphdef,
     """One optimizer step over the global batch → (new state, metrics); see the module docstring."""
     del rng  # the step is deterministic given its batch; sampling keys are drawn outside
     out = student_grads(
-        state["params"], teacher_params, batch,
-        graphdef=graphdef, teacher_graphdef=teacher_graphdef, spec=spec,
-    )  # fmt: skip
+        state["params"],
+        teacher_params,
+        batch,
+        graphdef=graphdef,
+        teacher_graphdef=teacher_graphdef,
+        spec=spec,
+    )
     return apply_update(state, *out, tx=tx, lr_fn=lr_fn, spec=spec)
 
 
