@@ -75,7 +75,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.loss.divergence = "skl"  # distillm only: "skl" (skew KL) or "srkl" (skew reverse KL)
     c.loss.skew_alpha = 0.1  # distillm skew α
     c.loss.skd_top_k = 25  # skd: a proposal outside the teacher's top K is replaced (paper: K = 25)
-    c.loss.minillm = methods_lib.minillm_defaults()  # minillm only: mixing α, clip ε, length norm (methods.py)
+    c.loss.minillm = methods_lib.minillm_defaults()  # minillm only: mixing α, clip ε, length norm
     c.loss.normalize = "global"  # "global": Σ token terms / global counts; "micro_batch": mean of means
     c.loss.chunk_size = 1024  # tokens per chunk of the from-hidden loss (peak memory ∝ chunk × vocab)
     c.loss.vocab_policy = "pad_student"  # student vocab < teacher's: "pad_student" or "truncate_teacher"

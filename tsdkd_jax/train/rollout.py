@@ -6,7 +6,6 @@ exactly what the uninterrupted one drew.
 
 from __future__ import annotations
 
-import functools
 import time
 
 import jax
