@@ -19,6 +19,7 @@ import ml_collections
 from tsdkd_jax import data as data_lib
 from tsdkd_jax.checkpoint import workdir as wd
 from tsdkd_jax.train import methods as methods_lib
+from tsdkd_jax.train import reporting
 
 METHODS = methods_lib.METHODS  # name → what the method is (methods.py)
 NORMALIZE = ("global", "micro_batch")
@@ -32,9 +33,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.seed = 0  # seeds the λ coin, sampling keys and the train RNG: (seed, step) fixes every step
     c.total_steps = 100  # optimizer steps of the run
     c.log_every = 1  # metrics.jsonl / TensorBoard row every N steps
-    c.eval_every = (
-        0  # held-out KL(teacher‖student) every N steps (0 = only at start and end when eval_at_ends)
-    )
+    # held-out KL(teacher‖student) and eval.benchmarks every N steps (0 = only at the ends with eval_at_ends)
+    c.eval_every = 0
     c.eval_at_ends = False  # held-out KL at step 0 and at the last step (logged as eval/kl_teacher_student)
     c.eval_batches = 1  # held-out batches per evaluation
     # every N steps also time the step's pieces (time/teacher, time/student_loss, time/update) as separately
@@ -49,9 +49,8 @@ def default_config() -> ml_collections.ConfigDict:
     # resolution still add up). "bfloat16": the released run's pure-bf16 training, where they are lost.
     c.student.param_dtype = "float32"
     c.student.remat = False  # recompute each block in the backward pass (less memory, more compute)
-    c.student.resize_vocab_to_teacher = (
-        False  # zero-pad the student's embedding to the teacher's vocab (official)
-    )
+    # zero-pad the student's embedding to the teacher's vocab (official)
+    c.student.resize_vocab_to_teacher = False
 
     c.teacher = ml_collections.ConfigDict()
     c.teacher.path = ""  # HF folder of the frozen teacher ("" only for a method without one: sft)
@@ -125,6 +124,7 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.debug = ml_collections.ConfigDict()
     c.debug.step_sleep = 0.0  # test hook: seconds to sleep after each step (SIGTERM tests)
+    reporting.add_defaults(c)  # eval (benchmark accuracy during training), logging (W&B)
     return c
 
 
@@ -160,6 +160,7 @@ def validate(config, *, device_count: int = 1, process_count: int = 1, check_pat
     _check_values(config)
     _check_shapes(config, device_count)
     _check_models(config, check_paths)
+    reporting.check(config, process_count=process_count, check_paths=check_paths)
     try:
         data_lib.validate(config.data, process_count=process_count)
     except FileNotFoundError:
@@ -200,10 +201,9 @@ def _check_values(config) -> None:
     for field in ("every", "keep"):  # keep=0 would keep no checkpoint at all
         if config.checkpoint[field] < 1:
             raise _err(f"checkpoint.{field}", f"must be >= 1, got {config.checkpoint[field]}")
-    if config.loss.chunk_size < 1:
-        raise _err("loss.chunk_size", f"must be >= 1, got {config.loss.chunk_size}")
-    if config.loss.rank_k < 1:
-        raise _err("loss.rank_k", f"must be >= 1, got {config.loss.rank_k}")
+    for field in ("chunk_size", "rank_k"):
+        if config.loss[field] < 1:
+            raise _err(f"loss.{field}", f"must be >= 1, got {config.loss[field]}")
 
 
 def _check_shapes(config, device_count: int) -> None:
