@@ -59,7 +59,8 @@ setuptools.setup(
         # GGUF files in models.from_pretrained
         "gguf": ["gguf==0.19.0"],
         # benchmark evaluation: the lm-evaluation-harness bridge (tsdkd_jax.eval.harness) and the MATH scorer
-        "eval": ["lm-eval==0.4.13", "math-verify==0.9.0"],
+        # (langdetect and immutabledict: lm-eval's IFEval checks import them)
+        "eval": ["lm-eval==0.4.13", "math-verify==0.9.0", "langdetect==1.0.9", "immutabledict==4.3.1"],
         # Weights & Biases logging (config.logging.wandb, train/wandb_log.py)
         "wandb": ["wandb==0.31.0"],
         # a gs:// workdir (pods): epath and fsspec reach GCS through gcsfs, which also brings the

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from bench_files import gsm8k_file, sciq_file, tiny_student
 from run_files import REPO
@@ -101,3 +102,45 @@ def test_module_command_runs(files, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.splitlines()[-1].startswith("gsm8k")
     assert _json(out / "gsm8k.json")["metrics"]["accuracy"] == pytest.approx(files["expected"])
+
+
+MC_YAML = """task: tiny_mc_cli
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{prompt}}}}"
+doc_to_choice: choices
+doc_to_target: gold
+metric_list:
+  - metric: acc
+metadata:
+  version: 1.0
+"""
+
+
+def test_lm_eval_route_headline_and_interval(files, tmp_path):
+    """The lm-eval route (BBH, MuSR, IFEval) on a local multiple-choice task: lm-eval's accuracy equals our
+    log-likelihood scoring of the same items, n counts them, the interval is 1.96 × the sample standard error."""
+    from lm_eval.tasks import TaskManager
+
+    from tsdkd_jax import data, models
+    from tsdkd_jax.eval import evaluate_choices, lm_eval_suite
+
+    rows = [{"prompt": f"what is {i} plus {i % 3}?", "choices": [str(i), str(2 * i + 1), "ann", str(i + i % 3)],
+             "gold": i % 4} for i in range(8)]  # fmt: skip
+    (tmp_path / "mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "mc.yaml").write_text(MC_YAML.format(data=tmp_path / "mc.jsonl"))
+    tok, model = data.load_tokenizer(files["student"]), models.from_pretrained(files["student"])
+    eos = data.eos_token_ids(files["student"], tok)
+    got = lm_eval_suite.score(model, tok, "bbh", eos_token_ids=eos, batch_size=4, task="tiny_mc_cli",
+                              task_manager=TaskManager(include_path=str(tmp_path)))  # fmt: skip
+    native, scored = evaluate_choices(model, rows, tok, pad_token_id=tok.pad_token_id, batch_size=4)
+    correct = np.array([r["correct"] for r in scored], np.float64)
+    assert got["metric"] == "acc,none" and got["n"] == 8
+    assert got["accuracy"] == pytest.approx(native["accuracy"])
+    half = 1.959963984540054 * correct.std(ddof=1) / np.sqrt(len(correct))
+    assert got["ci95_low"] == pytest.approx(max(0.0, correct.mean() - half))
+    assert got["ci95_high"] == pytest.approx(min(1.0, correct.mean() + half))

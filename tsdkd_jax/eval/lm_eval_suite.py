@@ -43,16 +43,19 @@ def headline(results: dict[str, Any], task: str) -> dict[str, float]:
 
 
 def score(model, tokenizer, name: str, *, eos_token_ids, batch_size: int = 8, limit: int = 0,
-          max_new_tokens: int = 0, seed: int = 0) -> dict[str, Any]:  # fmt: skip
-    """Runs the benchmark's lm-eval task on `model` (greedy, the task's own prompts and few-shot)."""
+          max_new_tokens: int = 0, seed: int = 0, task: str = "", task_manager=None) -> dict[str, Any]:  # fmt: skip
+    """Runs the benchmark's lm-eval task on `model` (greedy, the task's own prompts and few-shot; `limit`: its
+    first N documents, lm-eval's meaning). `task`/`task_manager` run another (e.g. local) lm-eval task."""
     try:
         import lm_eval
 
         from tsdkd_jax.eval.harness import TsdkdLM
     except ImportError as e:
         raise ImportError(f"{name} runs through lm-eval: pip install 'tsdkd_jax[eval]'") from e
-    task = get_benchmark(name).lm_eval_task
+    task = task or get_benchmark(name).lm_eval_task
     lm = TsdkdLM(model=model, tokenizer=tokenizer, eos_token_ids=tuple(eos_token_ids), batch_size=batch_size,
                  max_gen_toks=max_new_tokens or 256, seed=seed)  # fmt: skip
-    results = lm_eval.simple_evaluate(model=lm, tasks=[task], limit=limit or None, random_seed=seed)
+    results = lm_eval.simple_evaluate(
+        model=lm, tasks=[task], limit=limit or None, random_seed=seed, task_manager=task_manager
+    )
     return headline(results, task)
