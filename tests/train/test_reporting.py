@@ -100,3 +100,15 @@ def test_defaults_are_off(tiny_config):
     c = tiny_config()
     assert c.eval.benchmarks == "" and c.logging.wandb.mode == "disabled"
     json.dumps(c.to_dict())  # the recorded config.json stays serialisable
+
+
+def test_wandb_that_cannot_start_names_the_field(tiny_config, tmp_path, monkeypatch):
+    """Online mode without an API key (and no network): the run stops at start-up naming logging.wandb."""
+    from tsdkd_jax.train import wandb_log
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    for var in ("HOME", "WANDB_CONFIG_DIR", "WANDB_DIR"):  # no ~/.netrc or saved login is found
+        monkeypatch.setenv(var, str(tmp_path))
+    c = tiny_config(logging__wandb__mode="online")
+    with pytest.raises(RuntimeError, match=r"logging.wandb \(mode='online'\): could not start the W&B run"):
+        wandb_log.WandbSink.open(c, str(tmp_path / "run"))

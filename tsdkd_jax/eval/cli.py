@@ -60,7 +60,7 @@ def model_folder(path: str) -> str:
     raise FileNotFoundError(f"--model={path}: no config.json there or in {path}/export (not a model folder)")
 
 
-def settings(args, model_dir: str, name: str, source: str | None) -> dict[str, Any]:
+def settings(args, model_dir: str, source: str | None) -> dict[str, Any]:
     """What fixes a benchmark's result (a stored result is reused only when these match)."""
     return {"model": os.path.abspath(model_dir), "data": os.path.abspath(source) if source else "hub",
             "limit": args.limit, "seed": args.seed, "max_new_tokens": args.max_new_tokens,
@@ -128,7 +128,7 @@ def main(argv=None) -> dict[str, dict]:
     folder = model_folder(args.model)
     loaded, results = Loaded(folder, args.tokenizer, args.dtype), {}
     for name in names:
-        path, want = os.path.join(args.out, f"{name}.json"), settings(args, folder, name, srcs[name])
+        path, want = os.path.join(args.out, f"{name}.json"), settings(args, folder, srcs[name])
         result = stored(path, want, args.overwrite)
         status = "stored"
         if result is None:

@@ -75,11 +75,14 @@ class WandbSink:
         folder = (
             w.dir or os.environ.get("WANDB_DIR") or (None if wd.is_remote(workdir) else os.fspath(workdir))
         )
-        run = wandb.init(
-            project=w.project, entity=w.entity or None, name=w.name or os.path.basename(os.fspath(workdir)),
-            id=run_id(workdir), resume="allow", mode=w.mode, dir=folder,
-            config=config.to_dict(), settings=wandb.Settings(quiet=True),
-        )  # fmt: skip
+        try:  # a run asked to log to W&B that cannot start it stops here, before any training
+            run = wandb.init(
+                project=w.project, entity=w.entity or None, name=w.name or os.path.basename(os.fspath(workdir)),
+                id=run_id(workdir), resume="allow", mode=w.mode, dir=folder,
+                config=config.to_dict(), settings=wandb.Settings(quiet=True),
+            )  # fmt: skip
+        except Exception as e:  # wandb raises its own errors (no API key, no network); name our field
+            raise RuntimeError(f"logging.wandb (mode={w.mode!r}): could not start the W&B run: {e}") from e
         run.define_metric("*", step_metric="step")
         log.info("W&B run %s (%s, project %s)", run.id, w.mode, w.project)
         return cls(run)
