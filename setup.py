@@ -55,11 +55,15 @@ setuptools.setup(
             "nbclient==0.11.0",
             "nbformat==5.11.1",
             "ipykernel==7.4.0",
+            "wandb==0.31.0",  # the W&B sink's offline test (tests/train/test_reporting.py)
         ],
         # GGUF files in models.from_pretrained
         "gguf": ["gguf==0.19.0"],
         # benchmark evaluation: the lm-evaluation-harness bridge (tsdkd_jax.eval.harness) and the MATH scorer
-        "eval": ["lm-eval==0.4.13", "math-verify==0.9.0"],
+        # (langdetect and immutabledict: lm-eval's IFEval checks import them)
+        "eval": ["lm-eval==0.4.13", "math-verify==0.9.0", "langdetect==1.0.9", "immutabledict==4.3.1"],
+        # Weights & Biases logging (config.logging.wandb, train/wandb_log.py)
+        "wandb": ["wandb==0.31.0"],
         # a gs:// workdir (pods): epath and fsspec reach GCS through gcsfs, which also brings the
         # google-cloud-storage client tensorboardX uses for gs:// event files
         "gcs": ["gcsfs==2026.10.1"],

@@ -43,6 +43,7 @@ def test_wilson_interval_reference_values():
     np.testing.assert_allclose(wilson_interval(0, 10), (0.0, 0.2775), atol=1e-4)
     np.testing.assert_allclose(wilson_interval(5, 10), (0.2366, 0.7634), atol=1e-4)
     np.testing.assert_allclose(wilson_interval(81, 263), (0.2553, 0.3662), atol=1e-4)
+    assert wilson_interval(0, 12)[0] == 0.0 and wilson_interval(12, 12)[1] == 1.0  # exact, not 1e-17
     m = accuracy([1, 0, 1, 1])
     assert m["accuracy"] == 0.75 and m["n"] == 4 and m["ci95_low"] < 0.75 < m["ci95_high"]
 

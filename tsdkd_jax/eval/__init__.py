@@ -1,7 +1,8 @@
 """Evaluation: generation + answer scoring with 95 % intervals, the paper's benchmarks, the testbed problems.
 
 The lm-evaluation-harness bridge lives in `tsdkd_jax.eval.harness` (imported on demand: it needs the `eval`
-extra); the MATH scorer imports math-verify on first use.
+extra); the MATH scorer imports math-verify on first use. `python -m tsdkd_jax.eval` (cli.py) scores a model
+folder on named benchmarks; `during_training` scores `config.eval.benchmarks` while a run trains.
 """
 
 from tsdkd_jax.eval.benchmarks import BENCHMARKS, Benchmark, get_benchmark, load_examples

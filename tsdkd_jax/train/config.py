@@ -13,13 +13,13 @@ import math
 import os
 from typing import Any
 
-import jax
 import ml_collections
 
 from tsdkd_jax import data as data_lib
-from tsdkd_jax.checkpoint import workdir as wd
 from tsdkd_jax.models import lora as lora_lib
 from tsdkd_jax.train import methods as methods_lib
+from tsdkd_jax.train import reporting
+from tsdkd_jax.train.run_record import RUN_CONFIG, record, recorded  # noqa: F401 (config_lib.record etc.)
 
 METHODS = methods_lib.METHODS  # name → what the method is (methods.py)
 NORMALIZE = ("global", "micro_batch")
@@ -33,7 +33,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.seed = 0  # seeds the λ coin, sampling keys and the train RNG: (seed, step) fixes every step
     c.total_steps = 100  # optimizer steps of the run
     c.log_every = 1  # metrics.jsonl / TensorBoard row every N steps
-    # held-out KL(teacher‖student) every N steps (0 = only at start and end when eval_at_ends)
+    # held-out KL(teacher‖student) and eval.benchmarks every N steps (0 = only at the ends with eval_at_ends)
     c.eval_every = 0
     c.eval_at_ends = False  # held-out KL at step 0 and at the last step (logged as eval/kl_teacher_student)
     c.eval_batches = 1  # held-out batches per evaluation
@@ -126,6 +126,7 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.debug = ml_collections.ConfigDict()
     c.debug.step_sleep = 0.0  # test hook: seconds to sleep after each step (SIGTERM tests)
+    reporting.add_defaults(c)  # eval (benchmark accuracy during training), logging (W&B)
     return c
 
 
@@ -162,6 +163,7 @@ def validate(config, *, device_count: int = 1, process_count: int = 1, check_pat
     _check_shapes(config, device_count)
     _check_models(config, check_paths)
     lora_lib.validate(config.lora)
+    reporting.check(config, process_count=process_count, check_paths=check_paths)
     try:
         data_lib.validate(config.data, process_count=process_count)
     except FileNotFoundError:
@@ -202,10 +204,9 @@ def _check_values(config) -> None:
     for field in ("every", "keep"):  # keep=0 would keep no checkpoint at all
         if config.checkpoint[field] < 1:
             raise _err(f"checkpoint.{field}", f"must be >= 1, got {config.checkpoint[field]}")
-    if config.loss.chunk_size < 1:
-        raise _err("loss.chunk_size", f"must be >= 1, got {config.loss.chunk_size}")
-    if config.loss.rank_k < 1:
-        raise _err("loss.rank_k", f"must be >= 1, got {config.loss.rank_k}")
+    for field in ("chunk_size", "rank_k"):
+        if config.loss[field] < 1:
+            raise _err(f"loss.{field}", f"must be >= 1, got {config.loss[field]}")
 
 
 def _check_shapes(config, device_count: int) -> None:
@@ -282,21 +283,3 @@ def check_pair(config, student_tokenizer, teacher_tokenizer=None) -> None:
             "tokenizer mismatch: the teacher's vocabulary differs from the student's "
             f"({len(teacher_tokenizer)} vs {len(student_tokenizer)} tokens); distillation needs one vocabulary",
         )
-
-
-RUN_CONFIG = "config.json"  # the run's config, in its workdir
-
-
-def record(config, workdir: str) -> None:
-    """Writes the run's config to <workdir>/config.json (process 0), so that tools such as
-    `python -m tsdkd_jax.inspect --workdir=DIR` can rebuild the run's models, data and loss."""
-    if jax.process_index() == 0:
-        wd.write_text(wd.path(workdir) / RUN_CONFIG, config.to_json_best_effort(indent=1) + "\n")
-
-
-def recorded(workdir: str) -> ml_collections.ConfigDict:
-    """The config a run recorded in its workdir (see `record`)."""
-    target = wd.path(workdir) / RUN_CONFIG
-    if not target.exists():
-        raise FileNotFoundError(f"{target}: no recorded config (is {workdir!r} a run's workdir?)")
-    return ml_collections.ConfigDict(json.loads(target.read_text()))

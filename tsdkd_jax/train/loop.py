@@ -19,6 +19,7 @@ from flax import nnx
 
 from tsdkd_jax import checkpoint, data, models, parallel, plan
 from tsdkd_jax.checkpoint import workdir as workdir_lib
+from tsdkd_jax.eval import during_training
 from tsdkd_jax.models import lora
 from tsdkd_jax.parallel import distributed
 from tsdkd_jax.train import assets, diagnostics, evaluate, methods, perf, rollout
@@ -200,7 +201,8 @@ class Trainer:
         step's update; a dict it returns is logged as that step's extra metrics (e.g. held-out accuracy).
         """
         c = self.config
-        writer = MetricsWriter(self.workdir, total_steps=c.total_steps, start_step=self.start_step)
+        hook = during_training.with_benchmarks(self, hook)  # config.eval.benchmarks' accuracy rows
+        writer = MetricsWriter(self.workdir, total_steps=c.total_steps, start_step=self.start_step, config=c)
         last, pending = {}, None
         try:
             eval_batches = self._start(writer, hook)

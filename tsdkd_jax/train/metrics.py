@@ -1,5 +1,6 @@
 """A step's metrics on the host (checked finite, with time and throughput), and their sinks on host 0:
-<workdir>/metrics.jsonl, TensorBoard, and a progress line with ETA.
+<workdir>/metrics.jsonl, TensorBoard, W&B when `config.logging.wandb` turns it on (wandb_log.py), and a
+progress line with ETA.
 
 A local metrics.jsonl is appended to and flushed every row. A gs:// one cannot be appended to (GCS objects
 are written whole), so its rows are kept in memory and the object is rewritten at most every
@@ -20,7 +21,7 @@ from typing import Any
 import jax
 
 from tsdkd_jax.checkpoint import workdir as wd
-from tsdkd_jax.train import progress
+from tsdkd_jax.train import progress, wandb_log
 from tsdkd_jax.train import state as state_lib
 
 log = logging.getLogger(__name__)
@@ -77,15 +78,20 @@ def host_values(step: int, metrics, extra: dict, t_dispatch: float, *, peak_flop
 
 
 class MetricsWriter:
-    """Writes one JSON object per logged step (and TensorBoard scalars) on process 0 only."""
+    """Writes one JSON object per logged step (and TensorBoard scalars, W&B rows) on process 0 only.
 
-    def __init__(self, workdir: str, *, total_steps: int, start_step: int = 0):
+    `config`, when given, is the run's: its `logging.wandb` section may add a W&B run (wandb_log.py).
+    """
+
+    def __init__(self, workdir: str, *, total_steps: int, start_step: int = 0, config=None):
         self.enabled = jax.process_index() == 0
         self.total, self.start = total_steps, start_step
         self.t0 = time.perf_counter()
-        self._tb = None
+        self._tb = self._wandb = None
         if not self.enabled:
             return
+        if config is not None and "logging" in config:
+            self._wandb = wandb_log.WandbSink.open(config, workdir)
         self._bar = progress.Bar(total_steps, start_step) if progress.wanted() else None
         root = wd.path(workdir)
         root.mkdir(parents=True, exist_ok=True)
@@ -119,6 +125,8 @@ class MetricsWriter:
             for k, v in row.items():
                 if k != "step" and math.isfinite(v):
                     self._tb.add_scalar(k, v, step)
+        if self._wandb is not None:
+            self._wandb.log(row)
         if self._bar is not None and "loss" in row:
             self._bar.update(step, row["loss"])
 
@@ -127,6 +135,8 @@ class MetricsWriter:
             return
         if self._bar is not None:
             self._bar.close()
+        if self._wandb is not None:
+            self._wandb.close()
         if self.remote:
             self._flush_remote()
         else:
