@@ -2,6 +2,9 @@
 
 Per-layer parameters are stacked on a leading "layers" axis and the blocks run under `jax.lax.scan`, so a
 48-layer model compiles one block. Per-layer differences (RoPE base, sliding window) are scanned arrays.
+Models of at most UNROLL_MAX_LAYERS layers run their full forward (no KV cache) as a Python loop over the
+layers instead (`scan_layers`): the scan's stacked residual buffers (zero-filled, written and re-sliced every
+step) cost more than the blocks' own math at the testbed's sizes on CPU; the math is the same.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from tsdkd_jax.models.cache import KVCache
 from tsdkd_jax.models.config import ModelConfig
 from tsdkd_jax.models.layers import attention_masks, block, rms_norm, softcap
 from tsdkd_jax.models.rope import layer_inv_freqs
+
+UNROLL_MAX_LAYERS = 4  # scan_layers=None: unroll the full forward of models this shallow
 
 
 def layer_param_specs(config: ModelConfig) -> dict[str, tuple[tuple[int, ...], tuple[str, ...]]]:
@@ -89,10 +94,12 @@ class Decoder(nnx.Module):
         dtype=jnp.float32,
         param_dtype=jnp.float32,
         remat: bool = False,
+        scan_layers: bool | None = None,
     ):
         self.config = config
         self.dtype = jnp.dtype(dtype)
         self.remat = remat
+        self.scan_layers = scan_layers  # None: scan unless ≤ UNROLL_MAX_LAYERS layers (full forward only)
         V, D = config.vocab_size, config.hidden_size
         self.embed = _param(rngs, (V, D), ("vocab", "embed"), param_dtype, "normal")
         self.layers = LayerStack(config, rngs=rngs, param_dtype=param_dtype)
@@ -196,4 +203,17 @@ class Decoder(nnx.Module):
         if (adapters := getattr(self, "lora", None)) is not None:  # a LoRA student (models/lora.py)
             arrays["lora"] = adapters.arrays()
         xs = (arrays, inv_freq_LF, sliding_L, kv_cache)
+        if kv_cache is None and not self._scans():
+            return _unrolled(body, x_BTD, xs, c.num_layers), None
         return jax.lax.scan(body, x_BTD, xs)
+
+    def _scans(self) -> bool:
+        scan = getattr(self, "scan_layers", None)  # absent on graphdefs saved before the field existed
+        return self.config.num_layers > UNROLL_MAX_LAYERS if scan is None else bool(scan)
+
+
+def _unrolled(body, x, xs, num_layers: int):
+    """lax.scan's carry result, as a Python loop over static layer slices (no per-layer outputs)."""
+    for i in range(num_layers):
+        x, _ = body(x, jax.tree.map(lambda a, i=i: a[i], xs))
+    return x

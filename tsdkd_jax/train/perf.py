@@ -21,6 +21,7 @@ import functools
 import time
 
 import jax
+import jax.numpy as jnp
 
 from tsdkd_jax.train import step as step_lib
 
@@ -119,3 +120,19 @@ class SplitStep:
         t3 = time.perf_counter()
         times = {"time/teacher": t1 - t0, "time/student_loss": t2 - t1, "time/update": t3 - t2}
         return new_state, metrics, times
+
+
+def matmul_flops(n: int = 2048, dtype="float32") -> float:
+    """FLOP/s of one jitted [n, n] @ [n, n] matmul on the default device (the box's practical peak; on CPU
+    there is no spec-sheet number). Compiled once per (n, dtype); the call after the first is timed."""
+    a = jnp.ones((n, n), dtype)
+    fn = _matmul()
+    jax.block_until_ready(fn(a, a))
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(a, a))
+    return 2 * n**3 / (time.perf_counter() - t0)
+
+
+@functools.cache
+def _matmul():
+    return jax.jit(lambda x, y: x @ y)
