@@ -193,7 +193,8 @@ class Decoder(nnx.Module):
 
         def body(x, xs):
             p, inv_freq_F, is_sliding, kv = xs
-            mask_BTS = jnp.where(is_sliding, sliding_BTS, full_BTS)
+            # without a window both masks are one array: no per-layer select of [B, T, S]
+            mask_BTS = full_BTS if sliding_BTS is full_BTS else jnp.where(is_sliding, sliding_BTS, full_BTS)
             x, kv = block(c, p, x, positions_BT, inv_freq_F, mask_BTS, kv, write_index)
             return x, kv
 

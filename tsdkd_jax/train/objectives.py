@@ -49,7 +49,7 @@ def kd_token_stats(
         z, u = losses.align_vocab(z, u, vocab_policy)
         return losses.token_stats(z, u, cfg)
 
-    return losses.chunked_map(fn, (hs, jax.lax.stop_gradient(ht)), chunk_size)
+    return token_map(fn, (hs, jax.lax.stop_gradient(ht)), chunk_size)
 
 
 def minillm_token_stats(hs, ht, labels, *, student, teacher, spec) -> dict[str, Array]:
@@ -66,7 +66,7 @@ def minillm_token_stats(hs, ht, labels, *, student, teacher, spec) -> dict[str, 
 
 def student_entropy(hs, *, s_unembed, chunk_size) -> Array:
     """H^S per token [B, N] (for the selection pre-pass; no gradient needed)."""
-    return losses.chunked_map(lambda h: {"h": losses.entropy(s_unembed(h))}, (hs,), chunk_size)["h"]
+    return token_map(lambda h: {"h": losses.entropy(s_unembed(h))}, (hs,), chunk_size)["h"]
 
 
 def ce_token_stats(hs, labels, *, s_unembed, chunk_size) -> dict[str, Array]:
@@ -76,7 +76,17 @@ def ce_token_stats(hs, labels, *, s_unembed, chunk_size) -> dict[str, Array]:
         z = s_unembed(h_CD)
         return {"ce": losses.cross_entropy(z, y_C), "h_s": losses.entropy(jax.lax.stop_gradient(z))}
 
-    return losses.chunked_map(fn, (hs, labels), chunk_size)
+    return token_map(fn, (hs, labels), chunk_size)
+
+
+def token_map(fn, per_token, chunk_size: int) -> dict[str, Array]:
+    """losses.chunked_map, or with chunk_size 0 fn on all tokens at once (the step's choice when the whole
+    [N, V] logits are small: no scan, no rematerialisation; the same per-token values)."""
+    if chunk_size:
+        return losses.chunked_map(fn, per_token, chunk_size)
+    b, t = per_token[0].shape[:2]
+    out = fn(*(x.reshape(b * t, *x.shape[2:]) for x in per_token))
+    return {k: v.reshape(b, t) for k, v in out.items()}
 
 
 def micro_batch_terms(stats, mask, cfg, sums, num_micro: int) -> dict[str, Array]:

@@ -31,6 +31,10 @@ from tsdkd_jax.train import diagnostics, methods
 from tsdkd_jax.train import objectives as obj
 from tsdkd_jax.train import state as state_lib
 
+# Below this many logit entries per micro-batch (16 MiB in f32) the loss runs on all tokens at once: at a small
+# vocabulary the chunk scan and its rematerialisation cost more than the logits' memory (the testbed: 419).
+FULL_LOGITS_MAX = 2**22
+
 
 @dataclasses.dataclass(frozen=True)
 class StepSpec:
@@ -44,6 +48,7 @@ class StepSpec:
     mask_pad_id: int = -1  # ≥ 0 (official parity, pad = EOS): tokens equal to it are masked everywhere
     logits_dtype: str = "float32"  # "bfloat16": logits rounded to bf16 before the (f32) loss (official)
     term_grad_norms: bool = True  # grad_norm/<term> of KD losses (diagnostics.py)
+    full_logits_max: int = FULL_LOGITS_MAX  # loss unchunked when a micro-batch's [N, V] logits are this small
     mesh: Mesh | None = None
     batch_axes: Any = ("data", "fsdp")
 
@@ -75,11 +80,19 @@ def response_hidden(model, mb, n: int):
     return hidden[:, p - 1 : p - 1 + n]
 
 
+def loss_chunk(spec: StepSpec, hs, *models) -> int:
+    """The loss's chunk size for response hidden states [B, N, D]; 0 (unchunked) when the largest model's
+    logits of all B·N tokens have at most spec.full_logits_max entries."""
+    vocab = max(m.config.vocab_size for m in models if m is not None)
+    return 0 if hs.shape[0] * hs.shape[1] * vocab <= spec.full_logits_max else spec.chunk_size
+
+
 def kd_stats(hs, ht, *, student, teacher, spec: StepSpec) -> dict[str, jax.Array]:
     """Per-token statistics of spec.loss_cfg from the two models' response hidden states [B, N, D]."""
     return obj.kd_token_stats(
         hs, ht, spec.loss_cfg, s_unembed=student.unembed, t_unembed=teacher.unembed,
-        chunk_size=spec.chunk_size, vocab_policy=spec.vocab_policy, logits_dtype=spec.logits_dtype,
+        chunk_size=loss_chunk(spec, hs, student, teacher), vocab_policy=spec.vocab_policy,
+        logits_dtype=spec.logits_dtype,
     )  # fmt: skip
 
 
@@ -90,7 +103,7 @@ def _selection_prepass(params, graphdef, mbs, spec: StepSpec):
     def body(_, mb):
         student = nnx.merge(graphdef, params)
         hs = response_hidden(student, mb, n)
-        h = obj.student_entropy(hs, s_unembed=student.unembed, chunk_size=spec.chunk_size)
+        h = obj.student_entropy(hs, s_unembed=student.unembed, chunk_size=loss_chunk(spec, hs, student))
         return None, loss_terms.selections(jax.lax.stop_gradient(h), mb["loss_mask"], spec.loss_cfg)
 
     _, sel_masks = jax.lax.scan(body, None, mbs)
@@ -101,7 +114,8 @@ def _head(hs, mb, teacher_hidden, sel_masks, counts, *, student, teacher, spec: 
     """(terms, sums) of one micro-batch from the student's response hidden states (the loss head)."""
     cfg, mask = spec.loss_cfg, mb["loss_mask"]
     if cfg is None:
-        stats = obj.ce_token_stats(hs, mb["labels"], s_unembed=student.unembed, chunk_size=spec.chunk_size)
+        chunk = loss_chunk(spec, hs, student)
+        stats = obj.ce_token_stats(hs, mb["labels"], s_unembed=student.unembed, chunk_size=chunk)
         sums = loss_terms.ce_sums(stats, mask)
     elif isinstance(cfg, minillm.MiniLLMConfig):  # policy gradient on the sampled tokens: whole responses
         stats = obj.minillm_token_stats(
@@ -198,7 +212,11 @@ def student_grads(
     )
     zeros = lambda tree: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), tree)
     carry = (jax.tree.map(jnp.zeros_like, trainable), *zeros(aux_s))
-    (grads, terms, sums, grad_sq), _ = jax.lax.scan(body, carry, (mbs, sel_all, teacher_hiddens))
+    xs = (mbs, sel_all, teacher_hiddens)
+    if k == 1:  # no while loop around the only micro-batch (its overhead shows at small sizes)
+        (grads, terms, sums, grad_sq), _ = body(carry, jax.tree.map(lambda x: x[0], xs))
+    else:
+        (grads, terms, sums, grad_sq), _ = jax.lax.scan(body, carry, xs)
     return grads, terms, sums, n_tok, grad_sq
 
 
@@ -250,6 +268,7 @@ def make_spec(config, *, pad_id: int, mesh, batch_axes) -> StepSpec:
         mask_pad_id=pad_id if official else -1,
         logits_dtype=c.loss.logits_dtype,
         term_grad_norms=c.loss.term_grad_norms,
+        full_logits_max=c.loss.get("full_logits_max", FULL_LOGITS_MAX),
         mesh=mesh,
         batch_axes=batch_axes,
     )
