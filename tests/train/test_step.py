@@ -42,21 +42,26 @@ def _step(t, batch, tx=None, **spec_changes):
 def test_accumulation_equals_one_big_batch(tiny_config, tmp_path_factory, arg):
     t, batch = _trainer_and_batch(tiny_config, arg, str(tmp_path_factory.mktemp("accum")))
     sgd = optax.sgd(1.0)  # new params = params − gradient: compares the accumulated gradients themselves
-    one_state, one = _step(t, batch, sgd, grad_accum=1)
+    one_state, one = _step(t, batch, sgd, grad_accum=1)  # unchunked loss (small vocabulary), no scan
     assert float(one["grad_norm"]) > 0
-    for k in (2, 4):
-        state, metrics = _step(t, batch, sgd, grad_accum=k)
+    for k in (2, 4):  # micro-batch scan; the loss in chunked scans
+        state, metrics = _step(t, batch, sgd, grad_accum=k, full_logits_max=0)
         for name, value in one.items():
             np.testing.assert_allclose(float(metrics[name]), float(value), rtol=1e-5, atol=1e-6, err_msg=name)
         for a, b in zip(jax.tree.leaves(state["params"]), jax.tree.leaves(one_state["params"])):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    "full_logits_max", [0, step_lib.FULL_LOGITS_MAX]
+)  # chunked scan / all tokens at once
 @pytest.mark.parametrize("arg, variant", [("official", "official"), ("", "paper")])
-def test_step_loss_equals_tsdkd_loss_on_full_logits(tiny_config, tmp_path_factory, arg, variant):
+def test_step_loss_equals_tsdkd_loss_on_full_logits(
+    tiny_config, tmp_path_factory, arg, variant, full_logits_max
+):
     t, batch = _trainer_and_batch(tiny_config, arg, str(tmp_path_factory.mktemp(variant)))
     params0 = jax.device_get(t.state["params"])
-    _, metrics = _step(t, batch)
+    _, metrics = _step(t, batch, full_logits_max=full_logits_max)
     spec = t.step_fn.__wrapped__.keywords["spec"]
     inputs = step_lib.score_inputs(batch, spec)
     n = inputs["labels"].shape[1]
