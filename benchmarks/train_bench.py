@@ -12,7 +12,9 @@ separately jitted programs (tsdkd_jax/train/perf.py SplitStep: time/teacher, tim
 time/update; their update is discarded), then the fused step the trainer runs (time/step), each timed to
 block_until_ready; the table shows medians. tokens/s = response tokens / (time/sample + time/step), i.e.
 the on-policy training throughput; scored tokens/s = (prompt + response) tokens / time/step; MFU = model FLOPs
-of the scoring step / time/step / (peak bf16 × devices), where the device's peak is known (not on CPU).
+of the scoring step / time/step / (peak bf16 × devices), where the device's peak is known (not on CPU);
+achieved GFLOP/s = the same FLOPs / time/step, printed next to the box's matmul peak measured in the same
+invocation after the steps (perf.matmul_flops: a 2048² matmul in the student's compute dtype, median of 3).
 """
 
 from __future__ import annotations
@@ -228,6 +230,11 @@ def run(config_spec: str, steps: int, warmup: int) -> dict:
         "scored_tokens_per_s": b * (p + n) / med["time/step"],
         "flops_per_step": flops,
         "mfu": None if peak is None else flops / med["time/step"] / (peak * n_dev),
+        "gflops": flops / med["time/step"] / 1e9,
+        "matmul_peak_gflops": statistics.median(
+            perf.matmul_flops(dtype=s.config.student.compute_dtype) for _ in range(3)
+        )
+        / 1e9,
         "peak_memory_gib": _peak_memory(device),
     }
     n_s = state_lib.count_params(s.state["params"])
@@ -291,6 +298,8 @@ def print_table(result: dict) -> None:
         ("scored tokens/s (fused step)", fmt(m["scored_tokens_per_s"], "")),
         ("model TFLOP per step", f"{m['flops_per_step'] / 1e12:.4f}"),
         ("MFU (fused step)", "- (peak unknown)" if m["mfu"] is None else f"{100 * m['mfu']:.1f} %"),
+        ("achieved GFLOP/s (fused step)", f"{m['gflops']:.1f}"),
+        ("matmul peak GFLOP/s (this run, 1 device)", f"{m['matmul_peak_gflops']:.1f}"),
         ("peak device memory", "-" if m["peak_memory_gib"] is None else f"{m['peak_memory_gib']:.1f} GiB"),
     ]  # fmt: skip
     width = max(len(k) for k, _ in lines)

@@ -32,6 +32,7 @@ def test_train_bench_on_tiny_writes_the_split(tmp_path, monkeypatch, capsys):
     for k in ("time/sample", "time/teacher", "time/student_loss", "time/update", "time/step"):
         assert m[k] > 0, k
     assert m["tokens_per_s"] > 0 and m["flops_per_step"] > 0 and m["mfu"] is None  # CPU: no known peak
+    assert m["gflops"] > 0 and m["matmul_peak_gflops"] > 0  # achieved vs the matmul peak of this run
     assert result["student_params"] > 0 and result["teacher_params"] > result["student_params"]
     assert len(result["rows"]) == 2 and result["rows"][0]["warmup"]
     assert "| time/student_loss (split)" in capsys.readouterr().out
