@@ -96,15 +96,27 @@ def chunked_map(fn: Callable[..., dict[str, Array]], per_token: tuple[Array, ...
     chunk = min(int(chunk_size), n_tok)
     n_chunks = -(-n_tok // chunk)
 
-    def to_chunks(x):
-        flat = x.reshape(n_tok, *x.shape[2:])
-        flat = jnp.pad(flat, [(0, n_chunks * chunk - n_tok)] + [(0, 0)] * (flat.ndim - 1))
-        return flat.reshape(chunk, n_chunks, *flat.shape[1:]).swapaxes(0, 1)  # strided: spread over devices
-
     def body(carry, xs):
         return carry, fn(*xs)
 
     policy = jax.checkpoint_policies.save_only_these_names(TOPK_IDS)
     remat = jax.checkpoint(body, prevent_cse=False, policy=policy)
-    _, out = jax.lax.scan(remat, None, tuple(map(to_chunks, per_token)))
-    return {k: v.swapaxes(0, 1).reshape(-1)[:n_tok].reshape(b, t) for k, v in out.items()}
+    flat = lambda x: to_chunks(x.reshape(n_tok, *x.shape[2:]), chunk, n_chunks)
+    _, out = jax.lax.scan(remat, None, tuple(map(flat, per_token)))
+    return {k: from_chunks(v, n_tok).reshape(b, t) for k, v in out.items()}
+
+
+def to_chunks(flat: Array, chunk: int, n_chunks: int) -> Array:
+    """Flat tokens [N, ...] → [n_chunks, chunk, ...], zero-padded; chunk i holds tokens i, i + n_chunks, ...
+
+    Strided, so that with tokens sharded over devices every chunk is spread over all of them.
+    """
+    n_tok = flat.shape[0]
+    flat = jnp.pad(flat, [(0, n_chunks * chunk - n_tok)] + [(0, 0)] * (flat.ndim - 1))
+    return flat.reshape(chunk, n_chunks, *flat.shape[1:]).swapaxes(0, 1)
+
+
+def from_chunks(chunks: Array, n_tok: int) -> Array:
+    """The inverse of to_chunks: [n_chunks, chunk, ...] → flat tokens [n_tok, ...]."""
+    flat = chunks.swapaxes(0, 1)
+    return flat.reshape(-1, *flat.shape[2:])[:n_tok]

@@ -104,10 +104,17 @@ def token_stats(student_logits: Array, teacher_logits: Array, cfg: LossConfig) -
     return stats
 
 
-def loss_from_stats(stats: dict[str, Array], mask: Array, cfg: LossConfig) -> tuple[Array, dict[str, Array]]:
-    """(loss, aux) from per-token vectors [B, T] and the response mask [B, T]: this batch's own means."""
+def loss_from_stats(
+    stats: dict[str, Array], mask: Array, cfg: LossConfig, sel_masks: dict[str, Array] | None = None
+) -> tuple[Array, dict[str, Array]]:
+    """(loss, aux) from per-token vectors [B, T] and the response mask [B, T]: this batch's own means.
+
+    sel_masks: the EM set and opener if already fixed (the fused loss's), else taken from stats["h_s"].
+    """
     m = jnp.asarray(mask, jnp.float32)
-    sums = terms.kd_sums(stats, m, cfg, terms.selections(stats["h_s"], m, cfg))
+    if sel_masks is None:
+        sel_masks = terms.selections(stats["h_s"], m, cfg)
+    sums = terms.kd_sums(stats, m, cfg, sel_masks)
     aux = {name: num / jnp.maximum(den, 1.0) for name, (num, den) in sums.items()}
     if cfg.use_indirect and cfg.variant == "official":  # the released code's  Σ / (n + 1e-8)
         num, den = sums["loss/indirect"]
