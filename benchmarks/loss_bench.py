@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 
-PATHS = ("full", "chunked")
+PATHS = ("full", "chunked", "fused", "logits_full", "logits_fused")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 
@@ -38,7 +38,7 @@ def _measure(args) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from tsdkd_jax.losses import chunked_tsdkd_loss, tsdkd_loss
+    from tsdkd_jax.losses import chunked_tsdkd_loss, fused, tsdkd_loss
 
     b = args.batch
     t = args.tokens // b
@@ -68,15 +68,30 @@ def _measure(args) -> dict:
             student_unembed=lambda h: h @ ws, teacher_unembed=lambda h: h @ wt, chunk_size=args.chunk, **kw,
         )  # fmt: skip
 
-    inputs = (hs, ws, ht, wt, mask)
-    paths = PATHS if args.only == "both" else (args.only,)
-    compiled, compile_s, mem = {}, {}, {}
+    def fused_path(hs, ws, ht, wt, mask):
+        return fused.fused_tsdkd_loss(
+            hs, ht, mask, student_unembed=lambda w, h: h @ w, student_params=ws,
+            teacher_unembed=lambda w, h: h @ w, teacher_params=wt, chunk_size=args.chunk, **kw,
+        )  # fmt: skip
+
+    # Given logits (the loss alone, gradient w.r.t. the student logits): today's tsdkd_loss vs the fused one.
+    def logits_fused(z, u, mask):
+        return fused.fused_tsdkd_loss_from_logits(z, u, mask, chunk_size=args.chunk, **kw)
+
+    fns = {"full": full, "chunked": chunked, "fused": fused_path, "logits_full": lambda z, u, m: tsdkd_loss(z, u, m, **kw),
+           "logits_fused": logits_fused}  # fmt: skip
+    paths = ("full", "chunked") if args.only == "both" else (args.only,)
+    given = None
+    if any(p.startswith("logits") for p in paths):  # logits as inputs, built outside the timed program
+        given = (jax.jit(lambda a, b: a @ b)(hs, ws), jax.jit(lambda a, b: a @ b)(ht, wt), mask)
+        del hs, ht, ws, wt
+    compiled, compile_s, mem, in_of = {}, {}, {}, {}
     for path in paths:
-        fn = jax.jit(
-            jax.value_and_grad({"full": full, "chunked": chunked}[path], argnums=(0, 1), has_aux=True)
-        )
+        argnums = (0,) if path.startswith("logits") else (0, 1)
+        in_of[path] = given if path.startswith("logits") else (hs, ws, ht, wt, mask)
+        fn = jax.jit(jax.value_and_grad(fns[path], argnums=argnums, has_aux=True))
         t0 = time.perf_counter()
-        compiled[path] = fn.lower(*inputs).compile()
+        compiled[path] = fn.lower(*in_of[path]).compile()
         compile_s[path] = time.perf_counter() - t0
         mem[path] = compiled[path].memory_analysis()
     rss0 = _rss_bytes()
@@ -85,7 +100,7 @@ def _measure(args) -> dict:
     for _ in range(0 if args.compile_only else args.reps + 1):
         for path in paths:
             t0 = time.perf_counter()
-            (loss[path], _), grads = compiled[path](*inputs)
+            (loss[path], _), grads = compiled[path](*in_of[path])
             jax.block_until_ready((loss[path], grads))
             times[path].append(time.perf_counter() - t0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -95,7 +110,7 @@ def _measure(args) -> dict:
             "tokens": b * t,
             "vocab": args.vocab,
             "hidden": args.hidden,
-            "chunk": args.chunk if path == "chunked" else None,
+            "chunk": args.chunk if path in ("chunked", "fused", "logits_fused") else None,
             "device": str(jax.devices()[0].device_kind),
             "loss": float(loss[path]),
             "compile_s": compile_s[path],
@@ -120,10 +135,11 @@ def main(argv=None) -> None:
     p.add_argument("--hidden", type=int, default=1536)
     p.add_argument("--teacher-hidden", type=int, default=0, help="default: --hidden")
     p.add_argument("--chunk", type=int, default=256)
+    p.add_argument("--logits-tokens", type=int, default=0, help="N of the logits_* paths (default: --tokens)")
     p.add_argument("--batch", type=int, default=4, help="sequences; tokens are split evenly over them")
     p.add_argument("--variant", default="paper", choices=("paper", "official"))
     p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--paths", default="full,chunked", help="comma list of: full, chunked")
+    p.add_argument("--paths", default="full,chunked", help=f"comma list of: {', '.join(PATHS)}")
     p.add_argument(
         "--interleave",
         action="store_true",
@@ -142,6 +158,8 @@ def main(argv=None) -> None:
     rows = []
     for path in ["both"] if args.interleave else args.paths.split(","):
         cmd = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]), "--only", path]
+        if path.startswith("logits") and args.logits_tokens:  # the given-logits paths' own N
+            cmd += ["--tokens", str(args.logits_tokens)]
         proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         if proc.returncode or not lines:
@@ -159,15 +177,21 @@ def main(argv=None) -> None:
 def _print_table(rows, interleaved: bool) -> None:
     gib = 2.0**30
     ok = {r["path"]: r for r in rows if "error" not in r}
-    print(f"{'path':8} {'tokens':>7} {'vocab':>7} {'hidden':>6} {'chunk':>5} {'time_s':>8} {'compile_s':>9} "
+    print(f"{'path':12} {'tokens':>7} {'vocab':>7} {'hidden':>6} {'chunk':>5} {'time_s':>8} {'compile_s':>9} "
           f"{'work_GiB':>8} {'rss_GiB':>7} {'loss':>10}")  # fmt: skip
     for r in rows:
         if "error" in r:
-            print(f"{r['path']:8} ERROR {r['error']}")
+            print(f"{r['path']:12} ERROR {r['error']}")
             continue
-        print(f"{r['path']:8} {r['tokens']:7d} {r['vocab']:7d} {r['hidden']:6d} {r['chunk'] or '-'!s:>5} "
+        print(f"{r['path']:12} {r['tokens']:7d} {r['vocab']:7d} {r['hidden']:6d} {r['chunk'] or '-'!s:>5} "
               f"{r['time_s']:8.3f} {r['compile_s']:9.1f} {r['temp_bytes'] / gib:8.3f} "
               f"{r['rss_delta_bytes'] / gib:7.2f} {r['loss']:10.5f}")  # fmt: skip
+    for new, old in (("fused", "chunked"), ("fused", "full"), ("logits_fused", "logits_full")):
+        if new in ok and old in ok:
+            n, o = ok[new], ok[old]
+            print(f"{new}/{old}: time {n['time_s'] / o['time_s']:.2f}x, working memory "
+                  f"{n['temp_bytes'] / o['temp_bytes']:.1%}, RSS growth "
+                  f"{n['rss_delta_bytes'] / max(o['rss_delta_bytes'], 1):.1%}")  # fmt: skip
     if "full" in ok and "chunked" in ok:
         f, c = ok["full"], ok["chunked"]
         if interleaved and len(f["times_s"]) == len(c["times_s"]) > 0:

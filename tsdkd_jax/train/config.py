@@ -82,6 +82,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.loss.lam = 1.0  # λ: probability that a step's responses are sampled by the student (on-policy)
     # log grad_norm/<term> (diagnostics.py): one more loss-head forward and a backward per term, no model pass
     c.loss.term_grad_norms = True
+    # KD losses by the fused kernel (losses/fused.py): value and gradient in one pass over token chunks,
+    # 4 large matmuls per chunk instead of the checkpointed path's 6 (+1 forward-only entropy pass when
+    # the EM set / opener are not fixed by the accumulation pre-pass); identical values and gradients
+    c.loss.fused = False
     c.loss.logits_dtype = "float32"  # "bfloat16": round logits to bf16 before the loss (official bf16 math)
 
     c.sampling = ml_collections.ConfigDict()

@@ -15,15 +15,18 @@ losses.tsdkd_loss exactly.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
 from tsdkd_jax import losses
 from tsdkd_jax.losses import divergences as dv
-from tsdkd_jax.losses import minillm, terms
+from tsdkd_jax.losses import fused, minillm, terms
 from tsdkd_jax.train import methods
 
 Array = jax.Array
+FUSED_GRAD = "fused/grad"  # the fused loss's gradient carrier among a head's terms (value exactly 0)
 
 
 def loss_config(config) -> losses.LossConfig | None:
@@ -89,12 +92,12 @@ def token_map(fn, per_token, chunk_size: int) -> dict[str, Array]:
     return {k: v.reshape(b, t) for k, v in out.items()}
 
 
-def micro_batch_terms(stats, mask, cfg, sums, num_micro: int) -> dict[str, Array]:
+def micro_batch_terms(stats, mask, cfg, sums, num_micro: int, sel_masks=None) -> dict[str, Array]:
     """Official parity: each term is this micro-batch's own mean (losses.loss_from_stats), / num_micro."""
     if cfg is None:
         num, den = sums["loss/ce"]
         return {"loss/ce": num / jnp.maximum(den, 1.0) / num_micro}
-    _, aux = losses.loss_from_stats(stats, mask, cfg)
+    _, aux = losses.loss_from_stats(stats, mask, cfg, sel_masks)
     return {name: aux[name] / num_micro for name in terms.term_weights(cfg)}
 
 
@@ -102,3 +105,40 @@ def global_terms(sums, global_counts: dict[str, Array], cfg) -> dict[str, Array]
     """Paper normalisation: each term's numerator over the step's global count of its tokens."""
     weights = terms.term_weights(cfg)
     return {name: sums[name][0] / jnp.maximum(global_counts[name], 1.0) for name in weights}
+
+
+def _unembed(cap, table_VD, hidden):
+    """models.Decoder.unembed with the table an argument (the fused loss differentiates it explicitly)."""
+    logits = jnp.einsum(
+        "...D,VD->...V", hidden, table_VD.astype(hidden.dtype), preferred_element_type=jnp.float32
+    )
+    return logits if cap is None else jnp.tanh(logits / cap) * cap
+
+
+def head_parts(model):
+    """(unembed(table, h) → logits, table) of a Decoder: its tied embedding or untied lm_head."""
+    table = (model.embed if model.config.tie_embeddings else model.lm_head).get_value()
+    return functools.partial(_unembed, model.config.final_logit_softcap), table
+
+
+def fused_kd_terms(hs, ht, mask, cfg, sel_masks, counts, *, student, teacher, spec) -> tuple[dict, dict]:
+    """(terms, sums) of one micro-batch by the fused loss (losses/fused.py): the terms' values are the
+    checkpointed path's, their gradient rides on terms[FUSED_GRAD] (value 0), added to the loss by the step."""
+    s_fn, s_table = head_parts(student)
+    t_fn, t_table = head_parts(teacher)
+    head = fused.Head(s_fn, t_fn, cfg, spec.chunk_size, spec.vocab_policy, spec.logits_dtype)
+    k = spec.grad_accum
+
+    def scales(own):
+        if spec.normalize == "micro_batch":
+            return {name: s / k for name, s in fused.reference_scales(own, cfg).items()}
+        c = counts or own
+        return {name: w / jnp.maximum(c[name], 1.0) for name, w in terms.term_weights(cfg).items()}
+
+    stats, sel_masks, value = fused.fused_kd(head, s_table, hs, t_table, ht, mask, scales, sel_masks)
+    sums = terms.kd_sums(stats, mask, cfg, sel_masks)
+    if spec.normalize == "micro_batch":
+        out = micro_batch_terms(stats, mask, cfg, sums, k, sel_masks)
+    else:
+        out = global_terms(sums, counts or {name: sums[name][1] for name in terms.term_weights(cfg)}, cfg)
+    return {**out, FUSED_GRAD: value - jax.lax.stop_gradient(value)}, sums

@@ -49,6 +49,7 @@ class StepSpec:
     logits_dtype: str = "float32"  # "bfloat16": logits rounded to bf16 before the (f32) loss (official)
     term_grad_norms: bool = True  # grad_norm/<term> of KD losses (diagnostics.py)
     full_logits_max: int = FULL_LOGITS_MAX  # loss unchunked when a micro-batch's [N, V] logits are this small
+    fused: bool = False  # KD losses by losses/fused.py (value and gradient in one pass, config loss.fused)
     mesh: Mesh | None = None
     batch_axes: Any = ("data", "fsdp")
 
@@ -110,9 +111,12 @@ def _selection_prepass(params, graphdef, mbs, spec: StepSpec):
     return sel_masks
 
 
-def _head(hs, mb, teacher_hidden, sel_masks, counts, *, student, teacher, spec: StepSpec):
+def _head(hs, mb, teacher_hidden, sel_masks, counts, *, student, teacher, spec: StepSpec, fused=False):
     """(terms, sums) of one micro-batch from the student's response hidden states (the loss head)."""
     cfg, mask = spec.loss_cfg, mb["loss_mask"]
+    if fused and isinstance(cfg, losses.LossConfig):
+        return obj.fused_kd_terms(hs, teacher_hidden, mask, cfg, sel_masks, counts, student=student,
+                                  teacher=teacher, spec=spec)  # fmt: skip
     if cfg is None:
         chunk = loss_chunk(spec, hs, student)
         stats = obj.ce_token_stats(hs, mb["labels"], s_unembed=student.unembed, chunk_size=chunk)
@@ -141,13 +145,14 @@ def _micro_loss(params, mb, teacher_hidden, sel_masks, counts, *, graphdef, teac
     hs = response_hidden(student, mb, n)
     head = functools.partial(_head, mb=mb, teacher_hidden=teacher_hidden, sel_masks=sel_masks, counts=counts,
                              teacher=teacher, spec=spec)  # fmt: skip
-    terms, sums = head(hs, student=student)
+    terms, sums = head(hs, student=student, fused=spec.fused)
+    carrier = terms.pop(obj.FUSED_GRAD, 0.0)  # the fused loss's gradient (value 0)
     weights = loss_terms.term_weights(spec.loss_cfg)  # held fixed by the per-term gradient norms
     grad_sq = {}
     if spec.loss_cfg is not None and spec.term_grad_norms:  # through the head only, weights held fixed
         frozen = nnx.merge(graphdef, jax.lax.stop_gradient(params))
         grad_sq = diagnostics.term_grad_sq(lambda h: head(h, student=frozen)[0], hs, weights)
-    return loss_terms.combine(terms, spec.loss_cfg), (terms, sums, grad_sq)
+    return loss_terms.combine(terms, spec.loss_cfg) + carrier, (terms, sums, grad_sq)
 
 
 def teacher_hidden(teacher_params, batch, *, teacher_graphdef, spec: StepSpec):
@@ -269,6 +274,7 @@ def make_spec(config, *, pad_id: int, mesh, batch_axes) -> StepSpec:
         logits_dtype=c.loss.logits_dtype,
         term_grad_norms=c.loss.term_grad_norms,
         full_logits_max=c.loss.get("full_logits_max", FULL_LOGITS_MAX),
+        fused=c.loss.get("fused", False),
         mesh=mesh,
         batch_axes=batch_axes,
     )
