@@ -7,6 +7,12 @@ gradient w.r.t. the student's hidden states and unembedding matrix:
   full:    logits = h @ W for student and teacher, then tsdkd_loss on [B, T, V] logits;
   chunked: chunked_tsdkd_loss over token chunks of --chunk, never building [B, T, V].
 Time: jit, one warm-up call excluded, median of --reps calls (block_until_ready).
+  fused:   losses.fused (custom VJP: per chunk the value, the logits' gradient, dL/dh and dL/dW in the
+           forward pass; nothing rematerialised in the backward);
+  logits_full / logits_fused / torch: the loss alone given logits [B, T, V] (--logits-tokens, official
+           variant), gradient w.r.t. the student logits: tsdkd_loss, the fused loss from logits, and the
+           released PyTorch loss (DistillTrainer.generalized_jsd_loss of kmswin1/TSD-KD, imported from
+           --torch-ref, a checkout outside this repository; --torch-path for trl 0.20.0).
 Working memory: XLA's compiled memory_analysis().temp_size_in_bytes, i.e. the peak of the buffers the
 program allocates besides its inputs and outputs (outputs = loss, aux and the gradients). Also reported:
 peak RSS growth of the process while running (each path in its own subprocess, so the numbers are clean);
@@ -127,6 +133,44 @@ def _measure(args) -> dict:
     ]
 
 
+def _measure_torch(args) -> list[dict]:
+    """The released PyTorch loss (DistillTrainer.generalized_jsd_loss, kmswin1/TSD-KD) given logits: value
+    and backward, imported from --torch-ref (a checkout outside this repository; --torch-path adds its
+    dependencies, e.g. trl 0.20.0, to sys.path)."""
+    sys.path[:0] = [p for p in (args.torch_ref, *args.torch_path.split(":")) if p]
+    import numpy as np
+    import torch
+    from DistillTrainer import DistillTrainer
+
+    b, t = args.batch, args.tokens // args.batch
+    rng = np.random.default_rng(0)
+    normal = lambda *shape: rng.standard_normal(size=shape, dtype=np.float32)
+    hs, ht = normal(b, t, args.hidden), normal(b, t, args.hidden)  # the same draws as _measure
+    ws = normal(args.hidden, args.vocab) * np.float32(2.0 / np.sqrt(args.hidden))
+    wt = normal(args.hidden, args.vocab) * np.float32(2.0 / np.sqrt(args.hidden))
+    lengths = rng.integers(t // 2, t + 1, size=b)
+    z0, u = torch.from_numpy(hs @ ws), torch.from_numpy(ht @ wt)
+    labels = torch.where(torch.from_numpy(np.arange(t)[None, :] < lengths[:, None]), 1, -100)
+    del hs, ht, ws, wt
+    rss0, times, loss = _rss_bytes(), [], float("nan")
+    for _ in range(args.reps + 1):
+        z = z0.clone().requires_grad_(True)
+        t0 = time.perf_counter()
+        out = DistillTrainer.generalized_jsd_loss(
+            z, u, labels, beta=0.9, token_entropy_percentile_threshold=0.1
+        )
+        out.backward()
+        times.append(time.perf_counter() - t0)
+        loss = float(out.detach())
+        del z, out
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    row = {"path": "torch", "tokens": b * t, "vocab": args.vocab, "hidden": args.hidden, "chunk": None,
+           "device": "cpu", "loss": loss, "compile_s": 0.0, "time_s": statistics.median(times[1:]),
+           "warmup_s": times[0], "times_s": times[1:], "temp_bytes": 0, "argument_bytes": 0, "output_bytes": 0,
+           "rss_delta_bytes": max(0, peak - rss0), "torch_threads": torch.get_num_threads()}  # fmt: skip
+    return [row]
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--tokens", type=int, default=2048)
@@ -135,11 +179,17 @@ def main(argv=None) -> None:
     p.add_argument("--hidden", type=int, default=1536)
     p.add_argument("--teacher-hidden", type=int, default=0, help="default: --hidden")
     p.add_argument("--chunk", type=int, default=256)
-    p.add_argument("--logits-tokens", type=int, default=0, help="N of the logits_* paths (default: --tokens)")
+    p.add_argument(
+        "--logits-tokens", type=int, default=0, help="N of the given-logits paths (default: --tokens)"
+    )
+    p.add_argument(
+        "--torch-ref", default="", help="directory holding the released DistillTrainer.py (path torch)"
+    )
+    p.add_argument("--torch-path", default="", help="':'-separated dirs for its imports (trl)")
     p.add_argument("--batch", type=int, default=4, help="sequences; tokens are split evenly over them")
     p.add_argument("--variant", default="paper", choices=("paper", "official"))
     p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--paths", default="full,chunked", help=f"comma list of: {', '.join(PATHS)}")
+    p.add_argument("--paths", default="full,chunked", help=f"comma list of: {', '.join(PATHS)}, torch")
     p.add_argument(
         "--interleave",
         action="store_true",
@@ -152,14 +202,15 @@ def main(argv=None) -> None:
     if args.tokens % args.batch:
         p.error("--tokens must be divisible by --batch")
     if args.only:
-        print("RESULT " + json.dumps(_measure(args)), flush=True)
+        rows = _measure_torch(args) if args.only == "torch" else _measure(args)
+        print("RESULT " + json.dumps(rows), flush=True)
         return
 
     rows = []
     for path in ["both"] if args.interleave else args.paths.split(","):
         cmd = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]), "--only", path]
-        if path.startswith("logits") and args.logits_tokens:  # the given-logits paths' own N
-            cmd += ["--tokens", str(args.logits_tokens)]
+        if path.startswith("logits") or path == "torch":  # given logits: own N, the released code's variant
+            cmd += ["--tokens", str(args.logits_tokens or args.tokens), "--variant", "official"]
         proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         if proc.returncode or not lines:
@@ -186,11 +237,13 @@ def _print_table(rows, interleaved: bool) -> None:
         print(f"{r['path']:12} {r['tokens']:7d} {r['vocab']:7d} {r['hidden']:6d} {r['chunk'] or '-'!s:>5} "
               f"{r['time_s']:8.3f} {r['compile_s']:9.1f} {r['temp_bytes'] / gib:8.3f} "
               f"{r['rss_delta_bytes'] / gib:7.2f} {r['loss']:10.5f}")  # fmt: skip
-    for new, old in (("fused", "chunked"), ("fused", "full"), ("logits_fused", "logits_full")):
+    pairs = (("fused", "chunked"), ("fused", "full"), ("logits_fused", "logits_full"), ("logits_fused", "torch"),
+             ("logits_full", "torch"))  # fmt: skip
+    for new, old in pairs:
         if new in ok and old in ok:
             n, o = ok[new], ok[old]
-            print(f"{new}/{old}: time {n['time_s'] / o['time_s']:.2f}x, working memory "
-                  f"{n['temp_bytes'] / o['temp_bytes']:.1%}, RSS growth "
+            work = f"{n['temp_bytes'] / o['temp_bytes']:.1%}" if o["temp_bytes"] else "n/a"
+            print(f"{new}/{old}: time {n['time_s'] / o['time_s']:.2f}x, working memory {work}, RSS growth "
                   f"{n['rss_delta_bytes'] / max(o['rss_delta_bytes'], 1):.1%}")  # fmt: skip
     if "full" in ok and "chunked" in ok:
         f, c = ok["full"], ok["chunked"]
