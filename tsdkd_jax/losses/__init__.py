@@ -1,4 +1,5 @@
-"""Loss kernels: per-token divergences, TSD-KD (paper and released-code variants), chunked-from-hidden loss."""
+"""Loss kernels: per-token divergences, TSD-KD (paper and released-code variants), chunked-from-hidden loss,
+fused loss (value and gradient in one pass)."""
 
 from tsdkd_jax.losses.chunked import VOCAB_POLICIES, align_vocab, chunked_map, chunked_tsdkd_loss
 from tsdkd_jax.losses.divergences import (
@@ -13,6 +14,7 @@ from tsdkd_jax.losses.divergences import (
     skew_kl,
     skew_reverse_kl,
 )
+from tsdkd_jax.losses.fused import fused_tsdkd_loss, fused_tsdkd_loss_from_logits
 from tsdkd_jax.losses.selection import (
     em_mask,
     entropy_gate,
@@ -40,6 +42,8 @@ __all__ = [
     "entropy",
     "entropy_gate",
     "forward_kl",
+    "fused_tsdkd_loss",
+    "fused_tsdkd_loss_from_logits",
     "generalized_jsd",
     "log_softmax",
     "loss_from_stats",
