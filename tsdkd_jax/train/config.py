@@ -80,12 +80,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.loss.chunk_size = 1024  # tokens per chunk of the from-hidden loss (peak memory ∝ chunk × vocab)
     c.loss.vocab_policy = "pad_student"  # student vocab < teacher's: "pad_student" or "truncate_teacher"
     c.loss.lam = 1.0  # λ: probability that a step's responses are sampled by the student (on-policy)
-    # log grad_norm/<term> (diagnostics.py): one more loss-head forward and a backward per term, no model pass
-    c.loss.term_grad_norms = True
-    # KD losses by the fused kernel (losses/fused.py): value and gradient in one pass over token chunks,
-    # 4 large matmuls per chunk instead of the checkpointed path's 6 (+1 forward-only entropy pass when
-    # the EM set / opener are not fixed by the accumulation pre-pass); identical values and gradients
-    c.loss.fused = False
+    c.loss.term_grad_norms = True  # log grad_norm/<term> (diagnostics.py): a loss-head backward per term
+    c.loss.fused = False  # KD loss value+grad in one chunked pass, no remat (losses/fused.py): same numbers
     c.loss.logits_dtype = "float32"  # "bfloat16": round logits to bf16 before the loss (official bf16 math)
 
     c.sampling = ml_collections.ConfigDict()
