@@ -274,7 +274,7 @@ def make_spec(config, *, pad_id: int, mesh, batch_axes) -> StepSpec:
         logits_dtype=c.loss.logits_dtype,
         term_grad_norms=c.loss.term_grad_norms,
         full_logits_max=c.loss.get("full_logits_max", FULL_LOGITS_MAX),
-        fused=c.loss.get("fused", False),
+        fused=c.loss.fused,
         mesh=mesh,
         batch_axes=batch_axes,
     )
