@@ -42,6 +42,7 @@ class Head(NamedTuple):
     chunk_size: int
     vocab_policy: str = "pad_student"
     logits_dtype: str = "float32"
+    strided: bool = True  # chunked.to_chunks' layout (spread over devices); False: contiguous, copy-free
 
 
 def _logits(fn, params, x, dtype: str) -> Array:
@@ -75,7 +76,7 @@ def _forward(head: Head, s_params, hs, t_params, ht, coef):
     n_tok = hs.shape[0]
     chunk = min(int(head.chunk_size), n_tok)
     n_chunks = -(-n_tok // chunk)
-    to_c = lambda x: ck.to_chunks(x, chunk, n_chunks)
+    to_c, un_c = _layout(head, chunk, n_chunks, n_tok)
     obj = functools.partial(_chunk_objective, head)
 
     def body(carry, xs):
@@ -87,8 +88,24 @@ def _forward(head: Head, s_params, hs, t_params, ht, coef):
 
     zero = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, s_params))
     (value, d_params), (stats, dh) = jax.lax.scan(body, zero, (to_c(hs), to_c(ht), jax.tree.map(to_c, coef)))
-    un_c = lambda x: ck.from_chunks(x, n_tok)
     return value, jax.tree.map(un_c, stats), d_params, un_c(dh)
+
+
+def _layout(head: Head, chunk: int, n_chunks: int, n_tok: int):
+    """(to chunks, back to flat tokens): chunked.py's strided layout, or contiguous (no transposed copies of
+    [N, V] logits and their gradient when the inputs are logits on one device)."""
+    if head.strided:
+        return (lambda x: ck.to_chunks(x, chunk, n_chunks)), (lambda x: ck.from_chunks(x, n_tok))
+
+    def to_c(x):
+        x = (
+            jnp.pad(x, [(0, n_chunks * chunk - n_tok)] + [(0, 0)] * (x.ndim - 1))
+            if n_chunks * chunk > n_tok
+            else x
+        )
+        return x.reshape(n_chunks, chunk, *x.shape[1:])
+
+    return to_c, lambda x: x.reshape(-1, *x.shape[2:])[:n_tok]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -127,8 +144,9 @@ def student_entropy(head: Head, s_params, hs, t_params, ht) -> Array:
             z = jnp.concatenate([z, jnp.full((z.shape[0], vt - z.shape[-1]), -jnp.inf, z.dtype)], -1)
         return None, dv.entropy_from_logp(jax.nn.log_softmax(z, axis=-1))
 
-    _, h = jax.lax.scan(body, None, ck.to_chunks(jax.lax.stop_gradient(hs), chunk, n_chunks))
-    return ck.from_chunks(h, n_tok)
+    to_c, un_c = _layout(head, chunk, n_chunks, n_tok)
+    _, h = jax.lax.scan(body, None, to_c(jax.lax.stop_gradient(hs)))
+    return un_c(h)
 
 
 def counts_of(mask: Array, sel_masks: dict[str, Array]) -> dict[str, Array]:
@@ -230,7 +248,7 @@ def fused_tsdkd_loss_from_logits(
     _check(cfg, student_logits, teacher_logits, response_mask, chunk_size, "pad_student")
     if jnp.ndim(student_logits) != 3:
         raise ValueError(f"expected logits [B, T, V], got {jnp.shape(student_logits)}")
-    head = Head(None, None, cfg, int(chunk_size))
+    head = Head(None, None, cfg, int(chunk_size), strided=False)
     args = ((), student_logits, (), teacher_logits, response_mask)
     stats, sel_masks, value = fused_kd(head, *args, lambda c: reference_scales(c, cfg))
     return _loss_with_grad(stats, sel_masks, value, response_mask, cfg)
