@@ -6,8 +6,9 @@ no gradient), it is a weighted sum of per-token statistics with per-token coeffi
 the statistics and the gradient of Σ coef·stat with respect to the chunk's logits (the elementwise work,
 differentiated inside the chunk), then pulls that gradient through the unembedding: dL/dh = g·Wᵀ and
 dL/dW += hᵀ·g (2 matmuls). The backward pass only scales the saved dL/dh [N, D] and dL/dW by the incoming
-cotangent: no logits are rematerialised and no [chunk, V] residual is kept (4 large matmuls per chunk
-instead of the checkpointed path's 6).
+cotangent: no logits are rematerialised and no [chunk, V] residual is kept (4 large matmuls per chunk;
+the checkpointed path recomputes the logits in its backward pass). The per-chunk gradient of the
+statistics is JAX's derivative of tsdkd.token_stats taken in the forward pass, not a hand-written formula.
 
 Selections (EM set, opener) depend on every token's student entropy, so when the caller has not fixed them
 (the train step's selection pre-pass does with accumulation) a forward-only entropy pass comes first
