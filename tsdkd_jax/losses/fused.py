@@ -75,7 +75,7 @@ def _chunk_objective(head: Head, s_params, h, t_params, ht, coef):
 def _forward(head: Head, s_params, hs, t_params, ht, coef):
     """(value, stats [N], dL/dparams, dL/dhs [N, ...]) over token chunks of the flat inputs."""
     n_tok = hs.shape[0]
-    chunk = min(int(head.chunk_size), n_tok)
+    chunk = min(int(head.chunk_size) or n_tok, n_tok)  # 0: one chunk
     n_chunks = -(-n_tok // chunk)
     to_c, un_c = _layout(head, chunk, n_chunks, n_tok)
     obj = functools.partial(_chunk_objective, head)
@@ -135,7 +135,7 @@ weighted_stats.defvjp(_fwd, _bwd)
 def student_entropy(head: Head, s_params, hs, t_params, ht) -> Array:
     """H_S per flat token [N] from the logits the fused pass uses (rounded, −inf padded); no gradient."""
     n_tok = hs.shape[0]
-    chunk = min(int(head.chunk_size), n_tok)
+    chunk = min(int(head.chunk_size) or n_tok, n_tok)  # 0: one chunk
     n_chunks = -(-n_tok // chunk)
     vt = jax.eval_shape(lambda: _logits(head.t_unembed, t_params, ht[:1], "float32")).shape[-1]
 
