@@ -5,7 +5,8 @@
 
 Configs with a `bench` section (configs/bench_gpu.py) get random weights of the named shapes, random prompt
 tokens and no EOS: no model files, tokenizer or data set (`datasets` is never imported). Any other config
-builds the real Trainer (its model folders, tokenizer and data) in a temporary workdir.
+is built by the trainer's own `train.build` (its model folders, tokenizer, data, compiled step) in a
+temporary workdir, and its batches come from the trainer's rollout.
 
 Per step, after --warmup steps (which compile): the rollout (time/sample), then the step's pieces as
 separately jitted programs (tsdkd_jax/train/perf.py SplitStep: time/teacher, time/student_loss,
@@ -38,8 +39,8 @@ from flax import nnx
 
 from tsdkd_jax import models, parallel, sampling
 from tsdkd_jax.sampling import interleaved
+from tsdkd_jax.train import builder, loop, methods, perf, rollout
 from tsdkd_jax.train import config as config_lib
-from tsdkd_jax.train import methods, perf, rollout
 from tsdkd_jax.train import state as state_lib
 from tsdkd_jax.train import step as step_lib
 
@@ -60,13 +61,12 @@ class Setup:
 
     def __init__(self, config, workdir: str):
         self.config = c = config
-        self.random = "bench" in c
+        self.random, self.run = "bench" in c, None
         if self.random:
             self._init_random(c)
         else:
-            self._init_trainer(c, workdir)
-        kw = {"graphdef": self.graphdef, "teacher_graphdef": self.teacher_graphdef, "tx": self.tx,
-              "lr_fn": state_lib.schedule(c)}  # fmt: skip
+            self._init_built(c, workdir)
+        kw = builder.step_kwargs(c, self.graphdef, self.teacher_graphdef, self.tx)
         self.split = perf.SplitStep(self.spec, **kw)
         if self.step_fn is None:
             self.step_fn = step_lib.jit_train_step(
@@ -74,19 +74,22 @@ class Setup:
                 mesh=self.mesh,
             )  # fmt: skip
 
-    def _init_trainer(self, c, workdir):
-        from tsdkd_jax import train
-
+    def _init_built(self, c, workdir):
         c.eval_every, c.eval_at_ends, c.checkpoint.export = 0, False, False
-        self.trainer = t = train.Trainer(c, workdir)
-        self.mesh, self.spec, self.tx, self.step_fn = t.mesh, t.spec, t.tx, t.step_fn
+        self.run = r = builder.build(c, workdir)  # the trainer's Run: the same models, step and rollout
+        self.key = rollout.run_key(r.state)
+        self.mesh, self.spec, self.tx, self.step_fn = r.mesh, r.spec, r.tx, r.step_fn
         self.graphdef, self.teacher_graphdef, self.teacher_params = (
-            t.graphdef,
-            t.teacher_graphdef,
-            t.teacher_params,
+            r.graphdef,
+            r.teacher_graphdef,
+            r.teacher_params,
         )
-        self.shardings, self.state = t.shardings, t.state
-        self.student_config, self.teacher_config = t.model_config, t.teacher_config
+        self.shardings, self.state = r.shardings, r.state
+        self.student_config, self.teacher_config = r.model_config, r.teacher_config
+
+    def close(self) -> None:
+        if self.run is not None:
+            loop.close(self.run)  # the checkpoint manager and the workdir lock
 
     def _init_random(self, c):
         devices = jax.devices()[: c.mesh.devices or None]
@@ -133,8 +136,9 @@ class Setup:
     def make_batch(self, step: int) -> tuple[dict, float]:
         """The step's batch (sampled where the method samples) and the sampling time."""
         if not self.random:
-            self.trainer.state = self.state  # the trainer samples with its own (donated-to) state
-            batch, t_sample, _ = self.trainer.make_batch(step, next(self.trainer.iterator))
+            batch, t_sample, _, _ = rollout.step_batch(
+                self.run, self.state["params"], step, next(self.run.iterator), self.key
+            )
             return batch, t_sample
         c = self.config
         rng = np.random.default_rng([c.bench.seed, step])
@@ -162,6 +166,29 @@ class Setup:
             jax.block_until_ready(tokens)
         batch = {"prompt_ids": ids, "prompt_mask": mask, "response_ids": tokens, "response_mask": resp_mask}
         return batch, time.perf_counter() - t0
+
+
+def _timed_steps(s: Setup, steps: int, warmup: int) -> tuple[list[dict], dict]:
+    """Rows of `warmup + steps` timed steps, and the last step's batch."""
+    rows = []
+    for i in range(warmup + steps):
+        step = i + 1
+        batch, t_sample = s.make_batch(step)
+        _, _, times = s.split(s.state, s.teacher_params, batch)
+        t0 = time.perf_counter()
+        s.state, metrics = s.step_fn(s.state, s.teacher_params, batch)
+        metrics = jax.device_get(metrics)
+        t_step = time.perf_counter() - t0
+        row = {"step": step, "warmup": i < warmup, "time/sample": t_sample, **times, "time/step": t_step,
+               "loss": float(metrics["loss"]), "response_tokens": float(metrics["tokens"])}  # fmt: skip
+        rows.append(row)
+        print(
+            f"step {step}{' (warm-up)' if i < warmup else ''}: "
+            + " ".join(f"{k.split('/')[1]} {row[k]:.3f}s" for k in TIMES)
+            + f" loss {row['loss']:.4f}",
+            flush=True,
+        )
+    return rows, batch
 
 
 def _shape_table():
@@ -192,24 +219,10 @@ def run(config_spec: str, steps: int, warmup: int) -> dict:
         s = Setup(config, workdir)
         setup_s = time.perf_counter() - t0
         rows = []
-        rng = jnp.zeros((2,), jnp.uint32)
-        for i in range(warmup + steps):
-            step = i + 1
-            batch, t_sample = s.make_batch(step)
-            _, _, times = s.split(s.state, s.teacher_params, batch)
-            t0 = time.perf_counter()
-            s.state, metrics = s.step_fn(s.state, s.teacher_params, batch, rng)
-            metrics = jax.device_get(metrics)
-            t_step = time.perf_counter() - t0
-            row = {"step": step, "warmup": i < warmup, "time/sample": t_sample, **times, "time/step": t_step,
-                   "loss": float(metrics["loss"]), "response_tokens": float(metrics["tokens"])}  # fmt: skip
-            rows.append(row)
-            print(
-                f"step {step}{' (warm-up)' if i < warmup else ''}: "
-                + " ".join(f"{k.split('/')[1]} {row[k]:.3f}s" for k in TIMES)
-                + f" loss {row['loss']:.4f}",
-                flush=True,
-            )
+        try:
+            rows, batch = _timed_steps(s, steps, warmup)
+        finally:
+            s.close()
     timed = [r for r in rows if not r["warmup"]] or rows
     med = {k: statistics.median(r[k] for r in timed) for k in TIMES}
     b, p = batch["prompt_ids"].shape

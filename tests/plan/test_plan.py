@@ -107,8 +107,7 @@ def _compiled(trainer, c):
     rows = NamedSharding(trainer.mesh, P(trainer.batch_axes, None))
     batch = {name: jax.ShapeDtypeStruct((b, length), np.int32, sharding=rows) for name, length in
              (("prompt_ids", p), ("prompt_mask", p), ("response_ids", n), ("response_mask", n))}  # fmt: skip
-    rng = jax.ShapeDtypeStruct((2,), np.uint32, sharding=NamedSharding(trainer.mesh, P()))
-    step = trainer.step_fn.lower(trainer.state, trainer.teacher_params, batch, rng).compile()
+    step = trainer.step_fn.lower(trainer.state, trainer.teacher_params, batch).compile()
     return step.memory_analysis()
 
 

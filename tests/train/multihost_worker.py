@@ -5,7 +5,8 @@ run by test_multihost.py.
 
 Joins the job from $JAX_COORDINATOR_ADDRESS / $JAX_NUM_PROCESSES / $JAX_PROCESS_ID exactly as `tsdkd_jax.main`
 does, but with short timeouts ($TSDKD_TEST_HEARTBEAT_TIMEOUT) so a dead peer is noticed within seconds, then
-trains configs/tiny.py (with the overrides, values as Python literals) through the same `train.run`.
+trains configs/tiny.py (with the overrides, values as Python literals) through the same `train.run`; with
+$TSDKD_TEST_STEP_SLEEP set, every step sleeps that long (tests/helpers/slow_main.py).
 """
 
 import os
@@ -50,6 +51,11 @@ def main(workdir, *overrides):
         heartbeat_timeout=int(os.environ.get("TSDKD_TEST_HEARTBEAT_TIMEOUT", "10")),
         shutdown_timeout=30,
     )
+    if os.environ.get("TSDKD_TEST_STEP_SLEEP"):
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "helpers"))
+        import slow_main
+
+        slow_main.install(float(os.environ["TSDKD_TEST_STEP_SLEEP"]))
     train.run(config(overrides), workdir)
     print("FINISHED", flush=True)
 

@@ -28,7 +28,7 @@ def _step_and_inputs(tiny_config, workdir, arg="", **overrides):
         lr_fn=train.state.schedule(t.config), spec=spec,
     )  # fmt: skip
     state = jax.tree.map(jnp.copy, t.state)
-    _, metrics = jax.jit(fn)(state, t.teacher_params, batch, jnp.zeros((2,), jnp.uint32))
+    _, metrics = jax.jit(fn)(state, t.teacher_params, batch)
     inputs = step_lib.score_inputs(batch, spec)
     n = inputs["labels"].shape[1]
     p = inputs["tokens"].shape[1] - n

@@ -40,12 +40,15 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _spawn(workdir, log_dir, port, process_id, num_processes=2, **overrides):
+def _spawn(workdir, log_dir, port, process_id, num_processes=2, sleep=None, **overrides):
     env = dict(os.environ, PYTHONPATH=REPO, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
                JAX_NUM_PROCESSES=str(num_processes), JAX_PROCESS_ID=str(process_id),
                TSDKD_TEST_LOCAL_DEVICES=str(8 // num_processes), TSDKD_TEST_HEARTBEAT_TIMEOUT="5")  # fmt: skip
     env.setdefault("JAX_COMPILATION_CACHE_DIR", "/tmp/jaxcache")
     env.pop("TSDKD_DISTRIBUTED", None)
+    env.pop("TSDKD_TEST_STEP_SLEEP", None)
+    if sleep is not None:  # a slow loop (seconds per step, tests/helpers/slow_main.py) for the kill test
+        env["TSDKD_TEST_STEP_SLEEP"] = str(sleep)
     args = [f"{k}={v!r}" for k, v in {**OVERRIDES, **overrides}.items()]
     log = open(os.path.join(log_dir, f"p{process_id}.log"), "a")  # noqa: SIM115 (closed by the child's exit)
     return subprocess.Popen([sys.executable, "-u", WORKER, str(workdir), *args], cwd=REPO, env=env,
@@ -132,7 +135,7 @@ def test_two_processes_equal_one_process_and_two_devices_continue(
 def test_killed_process_stops_its_peer_and_both_resume(reference, tmp_path):
     work = tmp_path / "run"
     port = _free_port()
-    procs = [_spawn(work, tmp_path, port, i, **{"debug.step_sleep": 1.0}) for i in range(2)]
+    procs = [_spawn(work, tmp_path, port, i, sleep=1.0) for i in range(2)]
     try:
         start = time.monotonic()
         while not (work / "checkpoints" / "4" / "commit_success.txt").exists():

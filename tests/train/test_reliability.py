@@ -11,18 +11,19 @@ import sys
 import time
 
 import pytest
+import slow_main
 from run_files import REPO, read_metrics
 
 BASE = ("--config.checkpoint.every=2", "--config.checkpoint.export=False", "--config.eval_at_ends=False")
 
 
-def _cmd(workdir, *extra):
-    return [sys.executable, "-m", "tsdkd_jax.main", "--config=configs/tiny.py", f"--workdir={workdir}", *BASE,
-            *extra]  # fmt: skip
+def _cmd(workdir, *extra, sleep=None):
+    main = slow_main.command() if sleep else [sys.executable, "-m", "tsdkd_jax.main"]
+    return [*main, "--config=configs/tiny.py", f"--workdir={workdir}", *BASE, *extra]
 
 
-def _env():
-    env = dict(os.environ)
+def _env(sleep=None):
+    env = slow_main.env(os.environ, sleep)  # a slow loop (seconds per step) for the signal tests
     env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
     env.setdefault("JAX_COMPILATION_CACHE_DIR", "/tmp/jaxcache")
     env.pop("TSDKD_TRACEBACK", None)
@@ -34,9 +35,9 @@ def _run(workdir, *extra):
                           timeout=600, check=False)  # fmt: skip
 
 
-def _popen(workdir, *extra):
-    return subprocess.Popen(_cmd(workdir, *extra), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+def _popen(workdir, *extra, sleep=None):
+    return subprocess.Popen(_cmd(workdir, *extra, sleep=sleep), cwd=REPO, env=_env(sleep),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
 
 
 def _wait_for(predicate, proc, timeout=300):
@@ -102,7 +103,7 @@ def test_resume_refuses_another_config_and_moves_nothing(tiny_config, tmp_path):
 
 def test_second_trainer_on_a_workdir_exits_at_once_naming_the_holder(tiny_dir, tmp_path):
     work = tmp_path / "run"
-    first = _popen(work, "--config.total_steps=6", "--config.debug.step_sleep=1.0")
+    first = _popen(work, "--config.total_steps=6", sleep=1.0)
     _wait_for(lambda: (work / "metrics.jsonl").exists() and len(read_metrics(work)) >= 1, first)
     second = _run(work, "--config.total_steps=6")
     _one_line_error(second, "in use by another trainer", f"pid {first.pid}", socket.gethostname())
@@ -113,7 +114,7 @@ def test_second_trainer_on_a_workdir_exits_at_once_naming_the_holder(tiny_dir, t
 
 def test_sigint_saves_the_current_step_and_a_second_one_aborts(tiny_dir, tmp_path):
     work = tmp_path / "int"
-    proc = _popen(work, "--config.total_steps=6", "--config.debug.step_sleep=1.0")
+    proc = _popen(work, "--config.total_steps=6", sleep=1.0)
     _wait_for(lambda: (work / "metrics.jsonl").exists() and len(read_metrics(work)) >= 1, proc)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=300) == 0, proc.stderr.read()[-3000:]
@@ -124,7 +125,7 @@ def test_sigint_saves_the_current_step_and_a_second_one_aborts(tiny_dir, tmp_pat
     assert [r["step"] for r in read_metrics(work)] == [1, 2, 3, 4, 5, 6]
 
     work2 = tmp_path / "int2"
-    proc = _popen(work2, "--config.total_steps=6", "--config.debug.step_sleep=1.0")
+    proc = _popen(work2, "--config.total_steps=6", sleep=1.0)
     _wait_for(lambda: (work2 / "metrics.jsonl").exists() and len(read_metrics(work2)) >= 1, proc)
     proc.send_signal(signal.SIGINT)
     seen = []  # two signals sent at once would reach Python's handler once: wait for the first one's log line

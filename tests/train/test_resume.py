@@ -7,22 +7,24 @@ import sys
 import time
 
 import numpy as np
+import slow_main
 from run_files import REPO, read_metrics
 
 KEYS = ("loss", "loss/direct", "loss/em", "loss/indirect", "grad_norm", "lr", "gate/mean", "agree/top1",
         "clip_frac", "grad_norm/direct", "grad_norm/em", "grad_norm/indirect")  # fmt: skip
 
 
-def _cmd(workdir, *extra):
+def _cmd(workdir, *extra, sleep=None):
+    main = slow_main.command() if sleep else [sys.executable, "-m", "tsdkd_jax.main"]
     return [
-        sys.executable, "-m", "tsdkd_jax.main", "--config=configs/tiny.py", f"--workdir={workdir}",
+        *main, "--config=configs/tiny.py", f"--workdir={workdir}",
         "--config.total_steps=6", "--config.checkpoint.every=2", "--config.checkpoint.export=False",
         "--config.eval_at_ends=False", *extra,
     ]  # fmt: skip
 
 
-def _env():
-    env = dict(os.environ)
+def _env(sleep=None):
+    env = slow_main.env(os.environ, sleep)  # a slow loop (seconds per step) for the kill/signal tests
     env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
     env.setdefault("JAX_COMPILATION_CACHE_DIR", "/tmp/jaxcache")
     return env
@@ -58,7 +60,7 @@ def test_sigkill_after_checkpoint_then_restart_equals_uninterrupted(tiny_dir, tm
     _run(tmp_path / "full")
     work = tmp_path / "killed"
     proc = subprocess.Popen(
-        _cmd(work, "--config.debug.step_sleep=0.5"), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
+        _cmd(work, sleep=0.5), cwd=REPO, env=_env(0.5), stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
     _wait_for(lambda: (work / "checkpoints" / "4" / "commit_success.txt").exists(), proc)
@@ -75,7 +77,7 @@ def test_sigkill_after_checkpoint_then_restart_equals_uninterrupted(tiny_dir, tm
 def test_sigterm_saves_current_step_and_restart_continues(tiny_dir, tmp_path):
     work = tmp_path / "term"
     proc = subprocess.Popen(
-        _cmd(work, "--config.debug.step_sleep=1.0"), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
+        _cmd(work, sleep=1.0), cwd=REPO, env=_env(1.0), stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
     _wait_for(lambda: (work / "metrics.jsonl").exists() and len(read_metrics(work)) >= 2, proc)

@@ -35,7 +35,7 @@ def _step(t, batch, tx=None, **spec_changes):
         lr_fn=train.state.schedule(t.config),
         spec=spec,
     )
-    return jax.jit(fn)(state, t.teacher_params, batch, jnp.zeros((2,), jnp.uint32))
+    return jax.jit(fn)(state, t.teacher_params, batch)
 
 
 @pytest.mark.parametrize("arg", ["", "sft"])

@@ -7,7 +7,7 @@ shape/dtype structure and its array checksums (checksum.py); `check` compares th
 is read. A difference is a `ConfigChangedError` naming the fields; nothing on disk is renamed or deleted.
 `checkpoint.allow_config_change=True` resumes anyway after a warning (identity only: a state of another shape
 cannot be restored at all). The lora section counts only when LoRA is on. Fields left out on purpose:
-total_steps (extending a run), mesh (restoring onto another mesh), checkpoint/eval/logging/debug settings,
+total_steps (extending a run), mesh (restoring onto another mesh), checkpoint/eval/logging settings,
 sampling.
 """
 

@@ -150,7 +150,7 @@ class _Setting:
     mesh: Any
     rules: dict
     t_rules: dict
-    s_rules: dict  # the sampler's (loop.Trainer.sampling_rules)
+    s_rules: dict  # the sampler's (builder.Run.sampling_rules)
     s_vocab: int
     params: int  # bytes of the student's parameters per device (LoRA adapters included)
     trained: int  # of those, the bytes that get gradients and AdamW state (a LoRA student: its adapters)

@@ -1,6 +1,6 @@
 """One testbed stage: a trainer run in its own folder, resumable and skipped when done, and its evaluation.
 
-Every stage is a run of the trainer (`tsdkd_jax.train.Trainer`) in its own folder under the workdir, so it
+Every stage is a run of the trainer (`tsdkd_jax.train.build` + `train_and_evaluate`) in its own folder under the workdir, so it
 resumes from its checkpoint when interrupted and is skipped once its DONE marker and export exist; every
 evaluation is cached as <stage>/eval.json. Stage wall times are recorded in <stage>/stage.json.
 """
@@ -78,9 +78,10 @@ def train_stage(name: str, config, workdir: str, make_hook=None) -> dict:
         return info
     say(f"  {name}: {config.method}, {config.total_steps} steps, lr {config.optim.lr:g} → {workdir}")
     t0 = time.perf_counter()
-    trainer = train.Trainer(config, workdir)
-    trainer.response_metrics = diagnostics.distinct_answers  # answers/* in metrics.jsonl of sampled steps
-    trainer.run(make_hook(trainer) if make_hook else None)
+    run = train.build(config, workdir)
+    hook = make_hook(run) if make_hook else None
+    # answers/* in metrics.jsonl of sampled steps
+    train.train_and_evaluate(run, hook=hook, response_metrics=diagnostics.distinct_answers)
     seconds = time.perf_counter() - t0  # this invocation only when the stage was resumed
     info = {"export": export, "steps": config.total_steps, "seconds": seconds, "method": config.method,
             "config": _fingerprint(config)}  # fmt: skip
@@ -139,12 +140,12 @@ def curve_hook(name: str, rows, tokenizer, tb, total_steps: int, every: int, spl
     eval/<split>_accuracy."""
     t0 = time.perf_counter()
 
-    def make(trainer):
+    def make(run):
         def hook(step, params):
             if step % every and step != total_steps:
                 return None
-            model = nnx.merge(trainer.graphdef, jax.device_get(params))
-            m, _ = evaluate_model(model, rows, tokenizer, tb, eos_ids=trainer.eos_ids, pad_id=trainer.pad_id)
+            model = nnx.merge(run.graphdef, jax.device_get(params))
+            m, _ = evaluate_model(model, rows, tokenizer, tb, eos_ids=run.eos_ids, pad_id=run.pad_id)
             say(
                 f"    [{name}] step {step:4d}/{total_steps}  {split} acc {100 * m['accuracy']:5.1f}%  "
                 f"({time.perf_counter() - t0:.0f} s)"

@@ -1,17 +1,21 @@
 """Training: config schema and validation, train state, the pure train step, the on-policy loop."""
 
+from tsdkd_jax.train.builder import Run, build
 from tsdkd_jax.train.config import METHODS, check_pair, default_config, validate
-from tsdkd_jax.train.loop import NonFiniteLossError, Trainer, run
+from tsdkd_jax.train.loop import NonFiniteLossError, Trainer, run, train_and_evaluate
 from tsdkd_jax.train.step import StepSpec, train_step
 
 __all__ = [
     "METHODS",
     "NonFiniteLossError",
+    "Run",
     "StepSpec",
     "Trainer",
+    "build",
     "check_pair",
     "default_config",
     "run",
+    "train_and_evaluate",
     "train_step",
     "validate",
 ]

@@ -1,7 +1,7 @@
 """Building a config's generated assets: an explicit step before a run, never an effect of reading a config.
 
 A config whose model folders and data are generated (configs/tiny.py) names its builder in `assets`; the
-Trainer (and the tools that read those files: the planner, the tests' fixtures) call `ensure(config)` first.
+build (and the tools that read those files: the planner, the tests' fixtures) call `ensure(config)` first.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ def default_config() -> ml_collections.ConfigDict:
     """Every field with its default; comments say what it means."""
     c = ml_collections.ConfigDict()
     c.method = "tsdkd"  # one of METHODS
-    c.seed = 0  # seeds the λ coin, sampling keys and the train RNG: (seed, step) fixes every step
+    c.seed = 0  # the state's rng: each step's λ coin and sampling key fold the step into it (rollout.py)
     c.total_steps = 100  # optimizer steps of the run
     c.log_every = 1  # metrics.jsonl / TensorBoard row every N steps
     # held-out KL(teacher‖student) and eval.benchmarks every N steps (0 = only at the ends with eval_at_ends)
@@ -124,8 +124,6 @@ def default_config() -> ml_collections.ConfigDict:
     c.assets.dir = ""
     c.assets.teacher_head_scale = 40.0
 
-    c.debug = ml_collections.ConfigDict()
-    c.debug.step_sleep = 0.0  # test hook: seconds to sleep after each step (SIGTERM tests)
     reporting.add_defaults(c)  # eval (benchmark accuracy during training), logging (W&B)
     return c
 

@@ -15,10 +15,11 @@ root once. With `loss.normalize="global"` the value is therefore independent of 
 `clip_frac`: the fraction of the run's optimizer steps so far whose global gradient norm exceeded
 `optim.grad_clip`, from a counter kept in the optimizer state (checkpointed with it, so it survives resume).
 
-Response metrics: set `Trainer.response_metrics = fn` (fn(texts) -> {name: value}) and every sampled step
-logs `fn` of its decoded responses, e.g. the testbed's count of distinct final answers (the collapse
-signature). SKD's sampled steps also log `skd/kept_frac`, the fraction of response tokens that are the
-student's own proposals (1 - the paper's correction rate).
+Response metrics: pass `train_and_evaluate(..., response_metrics=fn)` (or set `Trainer.response_metrics =
+fn`; fn(texts) -> {name: value}) and every sampled step logs `fn` of its decoded responses, e.g. the testbed's
+count of distinct final answers (the collapse signature). SKD's sampled steps also log `skd/kept_frac` (the
+sampler's statistics, rollout.step_batch), the fraction of response tokens that are the student's own
+proposals (1 - the paper's correction rate).
 """
 
 from __future__ import annotations
@@ -91,18 +92,15 @@ def clip_frac(opt_state, steps_done: jax.Array) -> dict[str, jax.Array]:
     return {"clip_frac": found.astype(jnp.float32) / jnp.maximum(steps_done, 1).astype(jnp.float32)}
 
 
-def response_metrics(trainer, batch: dict) -> dict:
-    """`trainer.response_metrics(texts)` of the step's sampled responses decoded to text (masked tokens
-    dropped), with the sampler's own statistics of the step (`trainer.sample_stats`, set by rollout.py: SKD's
-    skd/kept_frac). The loop calls it after dispatching the step, so this host work overlaps the device's;
+def response_metrics(fn, tokenizer, batch: dict) -> dict:
+    """`fn(texts)` of the step's sampled responses decoded to text by `tokenizer` (masked tokens dropped); {}
+    when fn is None. The loop calls it after dispatching the step, so this host work overlaps the device's;
     it is collective across hosts (every host gets all rows; process 0 logs)."""
-    fn, tokenizer = trainer.response_metrics, trainer.tokenizer
-    stats = dict(getattr(trainer, "sample_stats", None) or {})
     if fn is None:
-        return stats
+        return {}
     ids, mask = rollout.to_host((batch["response_ids"], batch["response_mask"]))
     texts = [
         tokenizer.decode([int(t) for t, m in zip(row, keep, strict=True) if m], skip_special_tokens=True)
         for row, keep in zip(np.asarray(ids), np.asarray(mask), strict=True)
     ]
-    return {**stats, **{name: float(value) for name, value in fn(texts).items()}}
+    return {name: float(value) for name, value in fn(texts).items()}

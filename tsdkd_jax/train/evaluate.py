@@ -34,51 +34,53 @@ def kl_sums(params, teacher_params, batch, *, graphdef, teacher_graphdef, chunk_
     return jnp.sum(jnp.where(m > 0, stats["direct"], 0.0)), jnp.sum(m)
 
 
-def heldout_batches(t) -> list[dict]:
-    """The run's held-out batches with the teacher's responses ([] when the run evaluates nothing)."""
-    c = t.config
-    if not (c.eval_every or c.eval_at_ends) or t.teacher_params is None or not len(t.heldout):
+def heldout_batches(rows, config, *, pad_id: int, teacher, sample, to_global) -> list[dict]:
+    """The held-out batches of `rows` with the teacher's responses ([] when the run evaluates nothing).
+
+    teacher: (graphdef, params) or None; sample(graphdef, params, prompt_ids, prompt_mask, key) -> (tokens,
+    mask) and to_global(host rows) -> global array: the run's (builder.Run.sample, builder.Run.to_global).
+    """
+    c = config
+    if not (c.eval_every or c.eval_at_ends) or teacher is None or not len(rows):
         return []
     it = data.eval_batches(
-        t.heldout, batch_size=c.data.batch_size, max_prompt_len=c.data.max_prompt_len,
+        rows, batch_size=c.data.batch_size, max_prompt_len=c.data.max_prompt_len,
         max_response_len=c.data.max_response_len,
-        pad_id=t.pad_id, prompt_bucket=c.data.prompt_bucket, bucket_multiple=c.data.bucket_multiple,
+        pad_id=pad_id, prompt_bucket=c.data.prompt_bucket, bucket_multiple=c.data.bucket_multiple,
         process_index=jax.process_index(), process_count=jax.process_count(),
     )  # fmt: skip
-    return teacher_samples(t, [b for _, b in zip(range(c.eval_batches), it)])
+    batches = [b for _, b in zip(range(c.eval_batches), it)]
+    return teacher_samples(batches, c.seed, teacher=teacher, sample=sample, to_global=to_global)
 
 
-def teacher_samples(t, batches):
+def teacher_samples(batches, seed: int, *, teacher, sample, to_global) -> list[dict]:
     """Teacher responses (fixed keys) for each held-out batch, as global arrays; computed once per run."""
     out = []
     for i, b in enumerate(batches):
-        key = sampling.sample_key(t.config.seed + 7919, i, 0)
-        prompt_ids, prompt_mask = (t.to_global(b[k]) for k in ("prompt_ids", "prompt_mask"))
-        tokens, mask = t.sample(t.teacher_graphdef, t.teacher_params, prompt_ids, prompt_mask, key)
+        key = sampling.sample_key(seed + 7919, i, 0)
+        prompt_ids, prompt_mask = (to_global(b[k]) for k in ("prompt_ids", "prompt_mask"))
+        tokens, mask = sample(*teacher, prompt_ids, prompt_mask, key)
         out.append(
             {
                 "prompt_ids": prompt_ids,
                 "prompt_mask": prompt_mask,
                 "response_ids": tokens,
                 "response_mask": mask,
-                "example_mask": t.to_global(b["example_mask"].astype(np.float32)),
+                "example_mask": to_global(b["example_mask"].astype(np.float32)),
             }
         )
     return out
 
 
-def heldout_kl(t, params, batches) -> float:
+def heldout_kl(
+    params, batches, *, graphdef, teacher_graphdef, teacher_params, chunk_size, vocab_policy
+) -> float:
     """Mean per-token KL(teacher‖student) over the held-out batches."""
     total, count = 0.0, 0.0
     for b in batches:
         s, n = kl_sums(
-            params,
-            t.teacher_params,
-            b,
-            graphdef=t.graphdef,
-            teacher_graphdef=t.teacher_graphdef,
-            chunk_size=t.config.loss.chunk_size,
-            vocab_policy=t.config.loss.vocab_policy,
-        )
+            params, teacher_params, b, graphdef=graphdef, teacher_graphdef=teacher_graphdef,
+            chunk_size=chunk_size, vocab_policy=vocab_policy,
+        )  # fmt: skip
         total, count = total + float(s), count + float(n)
     return total / max(count, 1.0)

@@ -164,7 +164,7 @@ class MetricsWriter:
 
 
 def log_run_summary(t) -> None:
-    """One INFO line describing a Trainer's run (models, mesh, memory of weights and optimizer, data)."""
+    """One INFO line describing a built run (builder.Run) (models, mesh, memory of weights and optimizer, data)."""
     c = t.config
     n_s = state_lib.count_params(t.state["params"])
     n_t = state_lib.count_params(t.teacher_params) if t.teacher_params is not None else 0

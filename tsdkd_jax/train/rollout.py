@@ -1,6 +1,7 @@
 """Where a step's responses come from: the λ coin, the student's (or teacher's) samples, or the dataset.
 
-Every decision is a function of (seed, step) only, so all hosts take the same branch and a resumed run draws
+Every decision is a function of the run's key (the state's saved `rng`, made from the config's seed) and the
+step only — big_vision's `fold_in(rng, step)` — so all hosts take the same branch and a resumed run draws
 exactly what the uninterrupted one drew.
 """
 
@@ -18,14 +19,30 @@ from tsdkd_jax import sampling
 from tsdkd_jax.sampling import interleaved
 from tsdkd_jax.train import methods
 
+# Streams folded into a step's key: the sampler's (0, as sampling.sample_key(seed, step, 0) folds) and the coin's.
+_SAMPLE, _COIN = 0, 1
 
-def on_policy(seed: int, step: int, lam: float) -> bool:
-    """The λ coin of `step`: True → responses are sampled this step."""
+
+def run_key(state) -> np.ndarray:
+    """The run's key: the train state's saved `rng` (key data) on the host, read once per loop (the step
+    never changes it)."""
+    return np.asarray(to_host(state["rng"]))
+
+
+def sample_key(key: np.ndarray, step: int) -> jax.Array:
+    """The sampler's key of `step`: fold_in(fold_in(key, step), 0), i.e. sampling.sample_key(seed, step, 0)
+    for a state made from `seed`."""
+    return jax.random.fold_in(jax.random.fold_in(jax.random.wrap_key_data(key), step), _SAMPLE)
+
+
+def on_policy(key: np.ndarray, step: int, lam: float) -> bool:
+    """The λ coin of `step` (True → responses are sampled this step), drawn on the host from (key, step):
+    no device work, so a dataset step never waits for the previous step's update."""
     if lam >= 1.0:
         return True
     if lam <= 0.0:
         return False
-    return bool(np.random.default_rng([seed, step, 0x5EED]).random() < lam)
+    return bool(np.random.default_rng([*np.asarray(key).tolist(), step, _COIN]).random() < lam)
 
 
 def to_global(x: np.ndarray, mesh, batch_axes) -> jax.Array:
@@ -74,10 +91,11 @@ def sample(graphdef, params, prompt_ids, prompt_mask, key, *, config, eos_ids, p
     return out.tokens, out.mask
 
 
-def sample_interleaved(t, prompt_ids, prompt_mask, key, k: int):
-    """SKD's samples for Trainer `t`: the current student proposes, the teacher replaces proposals outside
-    its top k, in one sampler call (sampling/interleaved.py) → (tokens, mask, {"skd/kept_frac": ...})."""
-    states = [nnx.split(nnx.merge(g, p))[1] for g, p in ((t.graphdef, t.state["params"]),
+def sample_interleaved(t, params, prompt_ids, prompt_mask, key, k: int):
+    """SKD's samples for run `t` (builder.Run): the current student (`params`) proposes, the teacher replaces
+    proposals outside its top k, in one sampler call (sampling/interleaved.py) → (tokens, mask,
+    {"skd/kept_frac": ...})."""
+    states = [nnx.split(nnx.merge(g, p))[1] for g, p in ((t.graphdef, params),
                                                         (t.teacher_graphdef, t.teacher_params))]  # fmt: skip
     s = t.config.sampling
     out = interleaved.generate_interleaved_from_state(
@@ -92,7 +110,7 @@ def sample_interleaved(t, prompt_ids, prompt_mask, key, k: int):
 
 
 def sample_mixed(t, params, prompt_ids, prompt_mask, key):
-    """Trainer `t`'s student samples drawn from α·p_teacher + (1 − α)·q_student (MiniLLM's teacher-mixed
+    """Run `t`'s student samples drawn from α·p_teacher + (1 − α)·q_student (MiniLLM's teacher-mixed
     sampling; α from the method table's teacher_mix) at temperature 1 over the full vocabulary."""
     c = t.config
     out = sampling.generate_mixed(
@@ -105,36 +123,37 @@ def sample_mixed(t, params, prompt_ids, prompt_mask, key):
     return out.tokens, out.mask
 
 
-def step_batch(t, step: int, host_batch) -> tuple[dict, float, bool]:
-    """The step's global batch for Trainer `t`: its prompts, and responses sampled by whoever the method
-    table names for this step (methods.responder) or the dataset's; with the sampling time and whether it
-    sampled."""
-    c = t.config
-    prompt_ids, prompt_mask = (t.to_global(host_batch[k]) for k in ("prompt_ids", "prompt_mask"))
+def step_batch(run, params, step: int, host_batch, key) -> tuple[dict, float, bool, dict]:
+    """The step's global batch of `run` (builder.Run): its prompts, and responses sampled by whoever the
+    method table names for this step (methods.responder; the student samples with `params`) or the dataset's;
+    with the sampling time, whether it sampled, and the sampler's statistics (SKD's skd/kept_frac, logged with
+    the step's row). `key`: run_key of the state."""
+    c = run.config
+    prompt_ids, prompt_mask = (run.to_global(host_batch[k]) for k in ("prompt_ids", "prompt_mask"))
     t0 = time.perf_counter()
-    who = methods.responder(c, on_policy(c.seed, step, c.loss.lam))
+    who = methods.responder(c, on_policy(key, step, c.loss.lam))
     sampled_by = {
-        "teacher": (t.teacher_graphdef, t.teacher_params),
-        "student": (t.graphdef, t.state["params"]),
+        "teacher": (run.teacher_graphdef, run.teacher_params),
+        "student": (run.graphdef, params),
         None: None,
     }[who]
-    t.sample_stats = {}  # the step's sampler statistics, logged with its row (diagnostics.response_metrics)
+    stats = {}
     if sampled_by is not None:
-        key = sampling.sample_key(c.seed, step, 0)
+        k_step = sample_key(key, step)
         if who == "student" and (k := methods.interleave_k(c)) is not None:  # SKD: the teacher in the loop
-            tokens, mask, t.sample_stats = sample_interleaved(t, prompt_ids, prompt_mask, key, k)
+            tokens, mask, stats = sample_interleaved(run, params, prompt_ids, prompt_mask, k_step, k)
         elif who == "student" and methods.of(c).teacher_mix is not None:  # MiniLLM's teacher-mixed rollouts
-            tokens, mask = sample_mixed(t, sampled_by[1], prompt_ids, prompt_mask, key)
+            tokens, mask = sample_mixed(run, params, prompt_ids, prompt_mask, k_step)
         else:
-            tokens, mask = t.sample(*sampled_by, prompt_ids, prompt_mask, key)
+            tokens, mask = run.sample(*sampled_by, prompt_ids, prompt_mask, k_step)
         jax.block_until_ready(tokens)  # sampling depends on the previous update anyway
     else:
-        ids, m = pad_responses(host_batch, c.sampling.max_new_tokens, t.pad_id)
-        tokens, mask = t.to_global(ids), t.to_global(m)
+        ids, m = pad_responses(host_batch, c.sampling.max_new_tokens, run.pad_id)
+        tokens, mask = run.to_global(ids), run.to_global(m)
     batch = {
         "prompt_ids": prompt_ids,
         "prompt_mask": prompt_mask,
         "response_ids": tokens,
         "response_mask": mask,
     }
-    return batch, time.perf_counter() - t0, sampled_by is not None
+    return batch, time.perf_counter() - t0, sampled_by is not None, stats

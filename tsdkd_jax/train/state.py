@@ -2,7 +2,8 @@
 
 The state is a plain dict pytree {"params", "opt_state", "step", "rng"} with `params` a pure dict of arrays
 (nnx.to_pure_dict of the student), so Orbax saves it as is and `nnx.merge(graphdef, params)` rebuilds the
-model inside the jitted step. The teacher is never part of it.
+model inside the jitted step. `rng` is the run's key (from config.seed, saved with the state): the loop folds
+the step into it for the λ coin and the sampler's key (rollout.py). The teacher is never part of it.
 
 A LoRA student (models/lora.py) keeps its whole tree in `params` (the frozen base too, so sampling, evaluation,
 export and checkpoints see one model), but only the adapters train: `split_trainable` separates them, the

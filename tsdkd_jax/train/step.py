@@ -235,7 +235,7 @@ def apply_update(state, grads, terms, sums, n_tok, grad_sq=None, *, tx, lr_fn, s
         "params": state_lib.join_trainable(optax.apply_updates(trainable, updates), frozen),
         "opt_state": opt_state,
         "step": state["step"] + 1,
-        "rng": state["rng"],
+        "rng": state["rng"],  # the run's key, constant: rollout.py folds the step into it
     }
     metrics = {"loss": loss, **terms, "grad_norm": grad_norm, "lr": lr_fn(state["step"]), "tokens": n_tok}
     metrics.update(diagnostics.grad_norms(grad_sq or {}))
@@ -246,9 +246,9 @@ def apply_update(state, grads, terms, sums, n_tok, grad_sq=None, *, tx, lr_fn, s
     return new_state, metrics
 
 
-def train_step(state, teacher_params, batch, rng, *, graphdef, teacher_graphdef, tx, lr_fn, spec: StepSpec):
-    """One optimizer step over the global batch → (new state, metrics); see the module docstring."""
-    del rng  # the step is deterministic given its batch; sampling keys are drawn outside
+def train_step(state, teacher_params, batch, *, graphdef, teacher_graphdef, tx, lr_fn, spec: StepSpec):
+    """One optimizer step over the global batch → (new state, metrics); see the module docstring. The step is
+    deterministic given its batch; the loop draws the sampling keys from state["rng"] (rollout.py)."""
     out = student_grads(
         state["params"],
         teacher_params,
@@ -290,7 +290,7 @@ def jit_train_step(spec, *, graphdef, teacher_graphdef, tx, lr_fn, state_shardin
     teacher_shardings = jax.tree.map(lambda x: x.sharding, teacher_params)
     return jax.jit(
         fn,
-        in_shardings=(state_shardings, teacher_shardings, batch_sharding, replicated),
+        in_shardings=(state_shardings, teacher_shardings, batch_sharding),
         out_shardings=(state_shardings, replicated),
         donate_argnums=(0,),
     )
