@@ -101,7 +101,7 @@ class Policy:
     def step(self, batch):
         """(wall seconds, process CPU seconds, loss) of one step."""
         t0, c0 = time.perf_counter(), time.process_time()
-        self.state, metrics = self.fn(self.state, None, batch, jnp.zeros((2,), jnp.uint32))
+        self.state, metrics = self.fn(self.state, None, batch)
         metrics = jax.device_get(metrics)
         return time.perf_counter() - t0, time.process_time() - c0, float(metrics["loss"])
 
