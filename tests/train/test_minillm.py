@@ -67,7 +67,8 @@ def test_a_run_trains_on_mixed_samples(trainer):
 @pytest.mark.parametrize(
     "overrides, field",
     [({"loss__lam": 0.5}, "loss.lam"), ({"loss__normalize": "micro_batch"}, "loss.normalize"),
-     ({"loss__minillm__mix_alpha": 1.0}, "loss.minillm"), ({"loss__minillm__clip_eps": -1}, "loss.minillm")],
+     ({"loss__minillm__mix_alpha": 1.0}, "loss.minillm"), ({"loss__minillm__clip_eps": -1}, "loss.minillm"),
+     ({"sampling__temperature": 0.7}, "sampling"), ({"sampling__top_p": 0.9}, "sampling")],
 )  # fmt: skip
 def test_settings_it_cannot_train_with_name_the_field(tiny_config, overrides, field):
     c = tiny_config("minillm", **overrides)

@@ -182,6 +182,10 @@ def _check_values(config) -> None:
     method = methods_lib.METHODS[config.method]
     if (problem := method.check(config.loss)) is not None:
         raise _err(*problem)
+    s = config.sampling  # teacher-mixed rollouts (MiniLLM) sample the mixture as it is: no warping to ignore
+    if method.teacher_mix is not None and (s.temperature != 1.0 or s.top_k != 0 or s.top_p != 1.0):
+        raise _err("sampling", f"{config.method} samples at temperature 1 with no top-k/top-p; got "
+                   f"temperature={s.temperature}, top_k={s.top_k}, top_p={s.top_p}")  # fmt: skip
     dtype_fields = (("student", "compute_dtype"), ("student", "param_dtype"), ("teacher", "dtype"),
                     ("loss", "logits_dtype"))  # fmt: skip
     for section, field in dtype_fields:
