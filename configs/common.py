@@ -36,15 +36,20 @@ VARIANTS = {
         "teacher.dtype": "bfloat16",
         # pad = EOS masking is implied by method=tsdkd_official (train/step.py score_inputs)
     },
-    "supervised_kd": {"method": "supervised_kd"},  # forward KL on the dataset's responses
+    # forward KL / MiniLLM's mixture need the teacher cut to the student's ids (the Qwen2.5 pair: 152,064 vs
+    # 151,936; the extra ids are padding rows), so these three truncate the teacher's vocabulary
+    "supervised_kd": {"method": "supervised_kd", "loss.vocab_policy": "truncate_teacher"},
     "seqkd": {"method": "seqkd"},  # SFT on teacher samples
     "distillm": {"method": "distillm", "loss.divergence": "skl"},  # skew KL, α = 0.1
     "distillm_srkl": {"method": "distillm", "loss.divergence": "srkl"},  # skew reverse KL
     "sft": {"method": "sft", "teacher.path": ""},  # cross-entropy on the dataset's responses
-    "skd": {"method": "skd"},  # Speculative KD: K = 25 (loss.skd_top_k), forward KL, λ = 1
+    "skd": {
+        "method": "skd",
+        "loss.vocab_policy": "truncate_teacher",
+    },  # Speculative KD: K = 25 (loss.skd_top_k), forward KL, λ = 1
     # MiniLLM: reverse KL by policy gradient on teacher-mixed samples; the paper's defaults are config.loss
     # .minillm's (α 0.2, clip ε 0.2, length norm; temperature 1, no top-k/top-p; no pre-training LM term)
-    "minillm": {"method": "minillm"},
+    "minillm": {"method": "minillm", "loss.vocab_policy": "truncate_teacher"},
     # ablations (SPEC §3: gate only 18.2, gate + indirect 20.9, gate + EM 22.3, all 26.1 on MATH)
     "no_gate": {"loss.use_gate": False},
     "no_indirect": {"loss.use_indirect": False},  # = gate + EM

@@ -26,7 +26,8 @@ def files(tmp_path_factory):
 
 def _args(f, out, benchmarks, *extra):
     return [f"--model={f['student']}", f"--benchmarks={benchmarks}", f"--out={out}", "--max_new_tokens=16",
-            f"--benchmark_files=gsm8k={f['gsm8k']},sciq={f['sciq']}", *extra]  # fmt: skip
+            "--benchmark_files=" + ",".join(f"{b}={f[b]}" for b in benchmarks.split(",") if b in ("gsm8k", "sciq")),
+            *extra]  # fmt: skip
 
 
 def _json(path):
@@ -86,6 +87,9 @@ def test_data_dir_and_errors_name_the_field(files, tmp_path):
                   f"--data_dir={files['dir']}"])  # fmt: skip
     with pytest.raises(FileNotFoundError, match=r"--model=.*no config.json"):
         cli.main([f"--model={tmp_path}", "--benchmarks=gsm8k", f"--out={out}", f"--data_dir={files['dir']}"])
+    with pytest.raises(ValueError, match=r"--benchmark_files: files given for sciq, which are not among"):
+        cli.main([f"--model={files['student']}", "--benchmarks=gsm8k", f"--out={out}",
+                  f"--benchmark_files=gsm8k={files['gsm8k']},sciq={files['sciq']}"])  # fmt: skip
     with pytest.raises(ValueError, match="ifeval is scored by lm-eval"):
         cli.main([f"--model={files['student']}", "--benchmarks=ifeval", f"--out={out}",
                   f"--benchmark_files=ifeval={files['gsm8k']}"])  # fmt: skip

@@ -32,6 +32,8 @@ from tsdkd_jax import data, train
             {"loss.use_direct": False, "loss.use_em": False, "loss.use_indirect": False},
             "loss.use_direct: with use_em and use_indirect also False the loss is empty",
         ),
+        ({"method": "seqkd", "loss.fused": True}, "loss.fused: only the KD losses"),
+        ({"method": "minillm", "loss.fused": True}, "loss.fused: only the KD losses"),
     ],
 )
 def test_config_errors_name_the_field(tiny_config, overrides, message):
@@ -67,6 +69,25 @@ def test_vocab_mismatch(tiny_config, tmp_path):
         ValueError, match="teacher.path: vocab mismatch: the student's vocab_size 384 exceeds"
     ):
         train.check_pair(c, tok)
+
+
+@pytest.mark.parametrize("method", ["skd", "supervised_kd", "minillm"])
+def test_teacher_with_more_ids_needs_truncation_for_forward_kl_and_the_mixture(tiny_config, tmp_path, method):
+    """A teacher with extra ids (the Qwen2.5 pair): forward KL would be infinite under pad_student."""
+    c = tiny_config(method)
+    big = tmp_path / "teacher"
+    shutil.copytree(c.teacher.path, big)
+    cfg = json.loads((big / "config.json").read_text())
+    cfg["vocab_size"] = 400  # the student has 384
+    (big / "config.json").write_text(json.dumps(cfg))
+    c.teacher.path = str(big)
+    tok = data.load_tokenizer(c.student.path)
+    with pytest.raises(ValueError, match='loss.vocab_policy: .* use "truncate_teacher"'):
+        train.check_pair(c, tok)
+    c.loss.vocab_policy = "truncate_teacher"
+    train.check_pair(c, tok)
+    c.method, c.loss.vocab_policy = "gkd", "pad_student"  # generalized JSD stays finite: no cut needed
+    train.check_pair(c, tok)
 
 
 def test_tokenizer_mismatch(tiny_config, tmp_path):

@@ -110,5 +110,5 @@ def test_wandb_that_cannot_start_names_the_field(tiny_config, tmp_path, monkeypa
     for var in ("HOME", "WANDB_CONFIG_DIR", "WANDB_DIR"):  # no ~/.netrc or saved login is found
         monkeypatch.setenv(var, str(tmp_path))
     c = tiny_config(logging__wandb__mode="online")
-    with pytest.raises(RuntimeError, match=r"logging.wandb \(mode='online'\): could not start the W&B run"):
+    with pytest.raises(ValueError, match=r"logging.wandb \(mode='online'\): could not start the W&B run"):
         wandb_log.WandbSink.open(c, str(tmp_path / "run"))

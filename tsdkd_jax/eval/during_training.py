@@ -59,7 +59,9 @@ def _sources(config) -> dict[str, str | None]:
     e = config.eval
     names = suite.parse_names(e.benchmarks, "eval.benchmarks")
     files = suite.parse_files(e.files, "eval.files")
-    return suite.sources(names, data_dir=e.data_dir, files=files, field="eval.data_dir")
+    return suite.sources(
+        names, data_dir=e.data_dir, files=files, field="eval.data_dir", files_field="eval.files"
+    )
 
 
 def due(config, step: int) -> bool:

@@ -71,10 +71,14 @@ def in_data_dir(data_dir: str, name: str, field: str = "--data_dir") -> str:
 
 
 def sources(names: Sequence[str], *, data_dir: str = "", files: Mapping[str, str] | None = None,
-            field: str = "--data_dir") -> dict[str, str | None]:  # fmt: skip
+            field: str = "--data_dir", files_field: str = "--benchmark_files") -> dict[str, str | None]:  # fmt: skip
     """{name: local path, or None for the hub dataset}. With a data_dir, every native benchmark not given a
-    file must be in it (offline runs fail at the start, naming the missing file, not half way through)."""
+    file must be in it (offline runs fail at the start, naming the missing file, not half way through). A file
+    for a benchmark that is not listed is an error (it would be silently unused)."""
     files = dict(files or {})
+    if unlisted := sorted(set(files) - set(names)):
+        raise ValueError(f"{files_field}: files given for {', '.join(unlisted)}, which are not among the "
+                         f"benchmarks to score ({', '.join(names)})")  # fmt: skip
     out: dict[str, str | None] = {}
     for name in names:
         native = get_benchmark(name).to_example is not None

@@ -20,7 +20,7 @@ from flax import nnx
 from tsdkd_jax import checkpoint, data, models, parallel, plan
 from tsdkd_jax.checkpoint import workdir as workdir_lib
 from tsdkd_jax.models import lora
-from tsdkd_jax.train import assets, methods, perf, rollout
+from tsdkd_jax.train import assets, methods, pair, perf, rollout
 from tsdkd_jax.train import config as config_lib
 from tsdkd_jax.train import export as export_lib
 from tsdkd_jax.train import metrics as metrics_lib
@@ -86,7 +86,6 @@ def build(config, workdir: str) -> Run:
     devices = jax.devices()[: c.mesh.devices or None]
     config_lib.validate(c, device_count=len(devices), process_count=jax.process_count())
     lock = checkpoint.acquire_workdir_lock(workdir)  # one trainer per workdir (process 0)
-    config_lib.record(c, workdir)  # <workdir>/config.json, read by tsdkd_jax.inspect
     plan.warn_if_too_big(c, devices)  # before loading or compiling anything
     f = {"config": c, "workdir": workdir, "lock": lock, **_tokenizers(c)}
     f["mesh"] = mesh = parallel.make_mesh(c.mesh.data, c.mesh.fsdp, c.mesh.tensor, devices=devices)
@@ -106,6 +105,8 @@ def build(config, workdir: str) -> Run:
     else:
         f["state"], f["start_step"] = state_lib.init_state(params, tx, c.seed, f["shardings"]), 0
     export_lib.prepare_workdir(workdir, c, f["start_step"])  # after a kill -9, a copy, a DONE run
+    # <workdir>/config.json (read by tsdkd_jax.inspect): only once a resume has passed the identity check
+    config_lib.record(c, workdir)
     f.update(_compile(c, f))
     run = Run(**f)
     metrics_lib.log_run_summary(run)
@@ -124,11 +125,11 @@ def _rules(c) -> dict:
 def _tokenizers(c) -> dict:
     """The student's tokenizer (the teacher's must equal it), EOS ids and the pad id."""
     method = methods.of(c)
-    tokenizer = data.load_tokenizer(config_lib.tokenizer_path(c, "student"))
-    t_tok_path, t_tok = config_lib.tokenizer_path(c, "teacher"), None
-    if method.needs_teacher and t_tok_path != config_lib.tokenizer_path(c, "student"):
+    tokenizer = data.load_tokenizer(pair.tokenizer_path(c, "student"))
+    t_tok_path, t_tok = pair.tokenizer_path(c, "teacher"), None
+    if method.needs_teacher and t_tok_path != pair.tokenizer_path(c, "student"):
         t_tok = data.load_tokenizer(t_tok_path)
-    config_lib.check_pair(c, tokenizer, t_tok)
+    pair.check_pair(c, tokenizer, t_tok)
     eos_ids = data.eos_token_ids(c.student.path, tokenizer)
     pad_id = data.resolve_pad_id(c.data.pad_id, tokenizer, eos_ids)
     return {"tokenizer": tokenizer, "eos_ids": eos_ids, "pad_id": eos_ids[0] if method.pad_is_eos else pad_id}

@@ -16,6 +16,7 @@ from typing import Any
 import ml_collections
 
 from tsdkd_jax import data as data_lib
+from tsdkd_jax import losses
 from tsdkd_jax.models import lora as lora_lib
 from tsdkd_jax.train import methods as methods_lib
 from tsdkd_jax.train import reporting
@@ -128,11 +129,11 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
-def _err(field: str, msg: str) -> ValueError:
+def err(field: str, msg: str) -> ValueError:
     return ValueError(f"{field}: {msg}")
 
 
-def _hf_config(path: str, field: str) -> dict[str, Any]:
+def hf_config(path: str, field: str) -> dict[str, Any]:
     cfg_path = os.path.join(os.path.expanduser(path), "config.json")
     if not os.path.isdir(os.path.expanduser(path)):
         raise FileNotFoundError(f"{field}={path!r}: no such model folder")
@@ -172,62 +173,67 @@ def validate(config, *, device_count: int = 1, process_count: int = 1, check_pat
 def _check_values(config) -> None:
     """Each field's own range, and the method's own requirements (methods.py)."""
     if config.method not in METHODS:
-        raise _err("method", f"unknown method {config.method!r}; expected one of {tuple(METHODS)}")
+        raise err("method", f"unknown method {config.method!r}; expected one of {tuple(METHODS)}")
     for name in ("beta", "lam"):
         v = config.loss[name]
         if not isinstance(v, int | float) or not 0.0 <= v <= 1.0:
-            raise _err(f"loss.{name}", f"must be in [0, 1], got {v!r}")
+            raise err(f"loss.{name}", f"must be in [0, 1], got {v!r}")
     if config.loss.normalize not in NORMALIZE:
-        raise _err("loss.normalize", f"must be one of {NORMALIZE}, got {config.loss.normalize!r}")
+        raise err("loss.normalize", f"must be one of {NORMALIZE}, got {config.loss.normalize!r}")
     method = methods_lib.METHODS[config.method]
     if (problem := method.check(config.loss)) is not None:
-        raise _err(*problem)
+        raise err(*problem)
+    if config.loss.fused and not isinstance(methods_lib.loss_config(config), losses.LossConfig):
+        raise err(
+            "loss.fused",
+            f"only the KD losses (tsdkd, gkd, distillm, ...) have a fused path, not {config.method}",
+        )
     s = config.sampling  # teacher-mixed rollouts (MiniLLM) sample the mixture as it is: no warping to ignore
     if method.teacher_mix is not None and (s.temperature != 1.0 or s.top_k != 0 or s.top_p != 1.0):
-        raise _err("sampling", f"{config.method} samples at temperature 1 with no top-k/top-p; got "
+        raise err("sampling", f"{config.method} samples at temperature 1 with no top-k/top-p; got "
                    f"temperature={s.temperature}, top_k={s.top_k}, top_p={s.top_p}")  # fmt: skip
     dtype_fields = (("student", "compute_dtype"), ("student", "param_dtype"), ("teacher", "dtype"),
                     ("loss", "logits_dtype"))  # fmt: skip
     for section, field in dtype_fields:
         if config[section][field] not in DTYPES:
-            raise _err(f"{section}.{field}", f"must be one of {DTYPES}, got {config[section][field]!r}")
+            raise err(f"{section}.{field}", f"must be one of {DTYPES}, got {config[section][field]!r}")
     if config.profile_every < 0:
-        raise _err("profile_every", f"must be >= 0, got {config.profile_every}")
+        raise err("profile_every", f"must be >= 0, got {config.profile_every}")
     for field in ("total_steps", "log_every", "eval_batches"):
         if config[field] < 1:
-            raise _err(field, f"must be >= 1, got {config[field]}")
+            raise err(field, f"must be >= 1, got {config[field]}")
     if config.sampling.max_new_tokens < 1:
-        raise _err("sampling.max_new_tokens", f"must be >= 1, got {config.sampling.max_new_tokens}")
+        raise err("sampling.max_new_tokens", f"must be >= 1, got {config.sampling.max_new_tokens}")
     o = config.optim
     if o.lr < 0 or not 0 <= o.warmup_frac <= 1:
-        raise _err("optim.lr/warmup_frac", f"got lr={o.lr}, warmup_frac={o.warmup_frac}")
+        raise err("optim.lr/warmup_frac", f"got lr={o.lr}, warmup_frac={o.warmup_frac}")
     if config.optim.grad_accum < 1:
-        raise _err("optim.grad_accum", f"must be >= 1, got {config.optim.grad_accum}")
+        raise err("optim.grad_accum", f"must be >= 1, got {config.optim.grad_accum}")
     for field in ("every", "keep"):  # keep=0 would keep no checkpoint at all
         if config.checkpoint[field] < 1:
-            raise _err(f"checkpoint.{field}", f"must be >= 1, got {config.checkpoint[field]}")
+            raise err(f"checkpoint.{field}", f"must be >= 1, got {config.checkpoint[field]}")
     for field in ("chunk_size", "rank_k"):
         if config.loss[field] < 1:
-            raise _err(f"loss.{field}", f"must be >= 1, got {config.loss[field]}")
+            raise err(f"loss.{field}", f"must be >= 1, got {config.loss[field]}")
 
 
 def _check_shapes(config, device_count: int) -> None:
     """The batch over micro-batches and the mesh; the responses the method trains on."""
     b, k = config.data.batch_size, config.optim.grad_accum
     if b % k:
-        raise _err("data.batch_size", f"{b} is not divisible by optim.grad_accum={k}")
+        raise err("data.batch_size", f"{b} is not divisible by optim.grad_accum={k}")
     ways = mesh_batch_ways(config, device_count)
     if (b // k) % ways:
-        raise _err(
+        raise err(
             "data.batch_size",
             f"the micro-batch data.batch_size/optim.grad_accum = {b // k} is not divisible by the data axes "
             f"of the mesh (mesh.data × mesh.fsdp = {ways})",
         )
     if methods_lib.needs_dataset_responses(config) and not config.data.response_field:
         need = f"method={config.method} with λ={config.loss.lam} needs dataset responses"
-        raise _err("data.response_field", need)
+        raise err("data.response_field", need)
     if config.data.response_field and config.data.max_response_len > config.sampling.max_new_tokens:
-        raise _err(
+        raise err(
             "data.max_response_len",
             f"{config.data.max_response_len} exceeds sampling.max_new_tokens={config.sampling.max_new_tokens} "
             "(the response length every batch is padded to)",
@@ -237,51 +243,11 @@ def _check_shapes(config, device_count: int) -> None:
 def _check_models(config, check_paths: bool) -> None:
     """The model folders (a teacher where the method needs one)."""
     if not config.student.path:
-        raise _err("student.path", "is empty")
+        raise err("student.path", "is empty")
     if check_paths:
-        _hf_config(config.student.path, "student.path")
+        hf_config(config.student.path, "student.path")
     if methods_lib.of(config).needs_teacher:
         if not config.teacher.path:
-            raise _err("teacher.path", f"is empty (method={config.method} needs a teacher)")
+            raise err("teacher.path", f"is empty (method={config.method} needs a teacher)")
         if check_paths:
-            _hf_config(config.teacher.path, "teacher.path")
-
-
-def tokenizer_path(config, side: str) -> str:
-    """The tokenizer folder/name of "student" or "teacher" (teacher falls back to the student's)."""
-    if side == "student":
-        return config.student.tokenizer or config.student.path
-    return config.teacher.tokenizer or (
-        config.teacher.path
-        if os.path.exists(os.path.join(os.path.expanduser(config.teacher.path), "tokenizer.json"))
-        else tokenizer_path(config, "student")
-    )
-
-
-def check_pair(config, student_tokenizer, teacher_tokenizer=None) -> None:
-    """Teacher/student compatibility from config.json and the tokenizers (no weights are read)."""
-    s = _hf_config(config.student.path, "student.path")
-    if len(student_tokenizer) > s["vocab_size"]:
-        raise _err(
-            "student.tokenizer",
-            f"has {len(student_tokenizer)} tokens but the student's vocab_size is {s['vocab_size']}",
-        )
-    if not methods_lib.of(config).needs_teacher:
-        return
-    t = _hf_config(config.teacher.path, "teacher.path")
-    # the loss's top-k runs over the vocabulary both sides' logits are brought to (see loss.vocab_policy)
-    vocab = t["vocab_size"] if config.loss.vocab_policy == "pad_student" else s["vocab_size"]
-    loss_cfg = methods_lib.loss_config(config)
-    if loss_cfg is not None and loss_cfg.use_indirect and config.loss.rank_k > vocab:
-        raise _err("loss.rank_k", f"{config.loss.rank_k} exceeds the models' vocabulary size {vocab}")
-    if s["vocab_size"] > t["vocab_size"]:
-        raise _err(
-            "teacher.path",
-            f"vocab mismatch: the student's vocab_size {s['vocab_size']} exceeds the teacher's {t['vocab_size']}",
-        )
-    if teacher_tokenizer is not None and teacher_tokenizer.get_vocab() != student_tokenizer.get_vocab():
-        raise _err(
-            "teacher.tokenizer",
-            "tokenizer mismatch: the teacher's vocabulary differs from the student's "
-            f"({len(teacher_tokenizer)} vs {len(student_tokenizer)} tokens); distillation needs one vocabulary",
-        )
+            hf_config(config.teacher.path, "teacher.path")

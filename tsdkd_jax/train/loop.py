@@ -54,7 +54,11 @@ def train_and_evaluate(run, state=None, *, hook=None, response_metrics=None) -> 
     c = run.config
     state = run.state if state is None else state
     hook = during_training.with_benchmarks(run, hook)  # config.eval.benchmarks' accuracy rows
-    writer = MetricsWriter(run.workdir, total_steps=c.total_steps, start_step=run.start_step, config=c)
+    try:  # W&B may fail to start: the checkpoint manager and the workdir lock are still released
+        writer = MetricsWriter(run.workdir, total_steps=c.total_steps, start_step=run.start_step, config=c)
+    except BaseException:
+        close(run)
+        raise
     loop = _Loop(state, rollout.run_key(state), writer, hook, response_metrics)
     try:
         eval_batches = _start_phase(run, loop)

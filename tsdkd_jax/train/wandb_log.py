@@ -82,7 +82,7 @@ class WandbSink:
                 config=config.to_dict(), settings=wandb.Settings(quiet=True),
             )  # fmt: skip
         except Exception as e:  # wandb raises its own errors (no API key, no network); name our field
-            raise RuntimeError(f"logging.wandb (mode={w.mode!r}): could not start the W&B run: {e}") from e
+            raise ValueError(f"logging.wandb (mode={w.mode!r}): could not start the W&B run: {e}") from e
         run.define_metric("*", step_metric="step")
         log.info("W&B run %s (%s, project %s)", run.id, w.mode, w.project)
         return cls(run)
