@@ -3,8 +3,10 @@ Wilson interval against scipy, the JSON files and the table, resume per benchmar
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -148,3 +150,20 @@ def test_lm_eval_route_headline_and_interval(files, tmp_path):
     half = 1.959963984540054 * correct.std(ddof=1) / np.sqrt(len(correct))
     assert got["ci95_low"] == pytest.approx(max(0.0, correct.mean() - half))
     assert got["ci95_high"] == pytest.approx(min(1.0, correct.mean() + half))
+
+
+def test_a_model_exported_again_to_the_same_folder_is_not_answered_from_the_stored_result(files, tmp_path):
+    """The usual flow scores <workdir>/export; after more training the export is rewritten in place."""
+    model = tmp_path / "export"
+    shutil.copytree(files["student"], model)
+    out = str(tmp_path / "out")
+    args = [f"--model={model}", "--benchmarks=gsm8k", f"--out={out}", "--max_new_tokens=16", "--limit=4",
+            f"--benchmark_files=gsm8k={files['gsm8k']}"]  # fmt: skip
+    cli.main(args)
+    assert cli.main(args)["gsm8k"]["status"] == "stored"
+    weights = next(p for p in model.iterdir() if p.suffix == ".safetensors")
+    weights.write_bytes(weights.read_bytes())  # a new export: same name, a new file
+    os.utime(weights, ns=(time.time_ns() + 10**9,) * 2)
+    with pytest.raises(ValueError, match=r"other settings \(weights differ\)"):
+        cli.main(args)
+    assert cli.main([*args, "--overwrite"])["gsm8k"]["status"] == "scored"

@@ -62,9 +62,17 @@ def model_folder(path: str) -> str:
 
 def settings(args, model_dir: str, source: str | None) -> dict[str, Any]:
     """What fixes a benchmark's result (a stored result is reused only when these match)."""
-    return {"model": os.path.abspath(model_dir), "data": os.path.abspath(source) if source else "hub",
+    return {"model": os.path.abspath(model_dir), "weights": weights_stamp(model_dir),
+            "tokenizer": args.tokenizer, "data": os.path.abspath(source) if source else "hub",
             "limit": args.limit, "seed": args.seed, "max_new_tokens": args.max_new_tokens,
             "dtype": args.dtype}  # fmt: skip
+
+
+def weights_stamp(model_dir: str) -> list[list]:
+    """[name, bytes, mtime_ns] of the folder's weight files: a model re-exported to the same folder (the usual
+    <workdir>/export after more training) is scored again, not answered from the stored result."""
+    names = sorted(n for n in os.listdir(model_dir) if n.endswith((".safetensors", ".bin", ".gguf", ".pt")))
+    return [[n, (st := os.stat(os.path.join(model_dir, n))).st_size, st.st_mtime_ns] for n in names]
 
 
 def stored(path: str, want: dict, overwrite: bool) -> dict | None:
