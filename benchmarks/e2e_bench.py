@@ -5,8 +5,9 @@
 Cases (configs/tiny.py, eval, export and checkpoints out of the way):
   tiny          the config as it is (16 new tokens)
   tiny_128      128 new tokens
-  half_uncut    128 new tokens, every response forced to end after 60 tokens (EOS probability made 1 there:
-                the sampler's output is cut at the EOS), scored on the whole cap (sampling.length_bucket = 128)
+  half_uncut    128 new tokens, every response ends after 60 tokens (the sampler decodes 60 tokens, as
+                when every row emits EOS there; the rest of the cap is padding), scored on the whole cap
+                (sampling.length_bucket = 128)
   half_cut      the same responses, cut to the 64-token bucket (sampling.length_bucket = 64, the default)
 For each case: `loop` = the median interval between consecutive steps of Trainer.run (a hook records the
 time after each step's dispatch; in the steady state the interval is the loop's step time, sampling, host
@@ -57,15 +58,20 @@ def make_config(case: str, steps: int):
 
 
 def force_stop(trainer, after: int | None) -> None:
-    """Responses end after `after` tokens: the sampler's output is cut there (pad beyond), as if EOS came."""
+    """Every response ends after `after` tokens, as when all rows emit EOS there: the sampler decodes
+    `after` tokens (its loop stops once every row has ended) and the rest of the cap is padding."""
     if after is None:
         return
-    sample = trainer.sample
+    sample, sampling_config = trainer.sample, trainer.config.sampling
 
     def stopped(*args):
-        tokens, mask = sample(*args)
-        keep = (jnp.arange(tokens.shape[1]) < after)[None].astype(mask.dtype)
-        return jnp.where(keep > 0, tokens, trainer.pad_id), mask * keep
+        cap, sampling_config.max_new_tokens = sampling_config.max_new_tokens, after
+        try:
+            tokens, mask = sample(*args)
+        finally:
+            sampling_config.max_new_tokens = cap
+        pad = ((0, 0), (0, cap - after))
+        return jnp.pad(tokens, pad, constant_values=trainer.pad_id), jnp.pad(mask, pad)
 
     trainer.sample = stopped
 
@@ -121,12 +127,13 @@ def run(steps: int, warmup: int, cases=tuple(CASES)) -> dict:
 
 def table(result: dict) -> str:
     lines = [
-        "| case | loop step (median) | sample + fused step (median) | loop / compute |",
-        "|---|---|---|---|",
+        "| case | scored length | loop step (median) | sample + fused step (median) | loop / compute |",
+        "|---|---|---|---|---|",
     ]
     for case, r in result["cases"].items():
+        n = ",".join(map(str, r["scored_lengths"]))
         lines.append(
-            f"| {case} | {r['loop_s']:.4f} s | {r['compute_s']:.4f} s | {r['loop_over_compute']:.2f}× |"
+            f"| {case} | {n} | {r['loop_s']:.4f} s | {r['compute_s']:.4f} s | {r['loop_over_compute']:.2f}× |"
         )
     if "half_cut_over_uncut" in result:
         lines.append(f"\nhalf-cap batch, cut / uncut loop step: {result['half_cut_over_uncut']:.2f}×")
