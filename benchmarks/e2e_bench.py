@@ -9,7 +9,7 @@ Cases (configs/tiny.py, eval, export and checkpoints out of the way):
                 when every row emits EOS there; the rest of the cap is padding), scored on the whole cap
                 (sampling.length_bucket = 128)
   half_cut      the same responses, cut to the 64-token bucket (sampling.length_bucket = 64, the default)
-For each case: `loop` = the median interval between consecutive steps of Trainer.run (a hook records the
+For each case: `loop` = the median interval between consecutive steps of loop.train_and_evaluate (a hook records the
 time after each step's dispatch; in the steady state the interval is the loop's step time, sampling, host
 work and metrics pulls included); `compute` = the median of (sampling + the fused step, blocked) timed the
 way benchmarks/train_bench.py does on a Trainer of the same config. Ratios: loop / compute, and half_cut's
@@ -19,6 +19,7 @@ loop / half_uncut's loop. One invocation; medians; the box's load is printed wit
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -35,7 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks import train_bench
-from tsdkd_jax import train
+from tsdkd_jax.train import builder, loop, rollout
 
 TINY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "tiny.py")
 CASES = {
@@ -57,52 +58,62 @@ def make_config(case: str, steps: int):
     return c
 
 
-def force_stop(trainer, after: int | None) -> None:
+@contextlib.contextmanager
+def stopping_after(after: int | None):
     """Every response ends after `after` tokens, as when all rows emit EOS there: the sampler decodes
-    `after` tokens (its loop stops once every row has ended) and the rest of the cap is padding."""
-    if after is None:
-        return
-    sample, sampling_config = trainer.sample, trainer.config.sampling
+    `after` tokens (its loop stops once every row has ended) and the rest of the cap is padding. Patches
+    rollout.sample, which the run's sampler calls go through, for the duration."""
+    sample = rollout.sample
 
-    def stopped(*args):
-        cap, sampling_config.max_new_tokens = sampling_config.max_new_tokens, after
+    def stopped(*args, config, pad_id, **kw):
+        s = config.sampling
+        cap, s.max_new_tokens = s.max_new_tokens, after
         try:
-            tokens, mask = sample(*args)
+            tokens, mask = sample(*args, config=config, pad_id=pad_id, **kw)
         finally:
-            sampling_config.max_new_tokens = cap
+            s.max_new_tokens = cap
         pad = ((0, 0), (0, cap - after))
-        return jnp.pad(tokens, pad, constant_values=trainer.pad_id), jnp.pad(mask, pad)
+        return jnp.pad(tokens, pad, constant_values=pad_id), jnp.pad(mask, pad)
 
-    trainer.sample = stopped
+    rollout.sample = sample if after is None else stopped
+    try:
+        yield
+    finally:
+        rollout.sample = sample
 
 
 def time_loop(case: str, steps: int, warmup: int) -> list[float]:
     """Intervals between consecutive steps of the real training loop, after `warmup` steps."""
     stamps = []
-    with tempfile.TemporaryDirectory(prefix="e2e_bench-") as workdir:
-        t = train.Trainer(make_config(case, warmup + steps), workdir)
-        force_stop(t, CASES[case].get("_stop_after"))
-        t.run(hook=lambda step, params: stamps.append(time.perf_counter()) and None)
+    with (
+        tempfile.TemporaryDirectory(prefix="e2e_bench-") as workdir,
+        stopping_after(CASES[case].get("_stop_after")),
+    ):
+        run = builder.build(make_config(case, warmup + steps), workdir)
+        loop.train_and_evaluate(run, hook=lambda step, params: stamps.append(time.perf_counter()) and None)
     return [b - a for a, b in zip(stamps[warmup:], stamps[warmup + 1 :], strict=False)]  # stamps[0]: step 0
 
 
 def time_compute(case: str, steps: int, warmup: int) -> tuple[list[float], list[int]]:
-    """train_bench's compute: sampling + the fused step (blocked), on a Trainer of the same config; with the
+    """train_bench's compute: sampling + the fused step (blocked), on a run of the same config; with the
     response lengths the steps scored."""
     times, lengths = [], set()
-    with tempfile.TemporaryDirectory(prefix="e2e_bench-") as workdir:
+    with (
+        tempfile.TemporaryDirectory(prefix="e2e_bench-") as workdir,
+        stopping_after(CASES[case].get("_stop_after")),
+    ):
         s = train_bench.Setup(make_config(case, warmup + steps), workdir)
-        force_stop(s.trainer, CASES[case].get("_stop_after"))
-        rng = jnp.zeros((2,), jnp.uint32)
-        for i in range(warmup + steps):
-            batch, t_sample = s.make_batch(i + 1)
-            t0 = time.perf_counter()
-            s.state, metrics = s.step_fn(s.state, s.teacher_params, batch, rng)
-            jax.device_get(metrics)
-            if i >= warmup:
-                times.append(t_sample + time.perf_counter() - t0)
-                lengths.add(int(batch["response_ids"].shape[1]))
-        s.trainer.close()
+        try:
+            for i in range(warmup + steps):
+                batch, t_sample = s.make_batch(i + 1)
+                t0 = time.perf_counter()
+                s.state, metrics = s.step_fn(s.state, s.teacher_params, batch)
+                jax.device_get(metrics)
+                if i >= warmup:
+                    times.append(t_sample + time.perf_counter() - t0)
+                    lengths.add(int(batch["response_ids"].shape[1]))
+        finally:
+            s.close()
     return times, sorted(lengths)
 
 

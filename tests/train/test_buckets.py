@@ -52,7 +52,7 @@ def _step(t, batch):
     )  # fmt: skip
     state = jax.tree.map(jnp.copy, t.state)
     state["opt_state"] = tx.init(state["params"])
-    return jax.jit(fn)(state, t.teacher_params, batch, jnp.zeros((2,), jnp.uint32))
+    return jax.jit(fn)(state, t.teacher_params, batch)
 
 
 @pytest.mark.parametrize("arg", ["", "gkd"])  # the paper variant (gate, EM, ranking) and a plain divergence
