@@ -79,3 +79,23 @@ def test_gpu_suite_passes_shellcheck():
     script = os.path.join(REPO, "benchmarks", "gpu_suite.sh")
     proc = subprocess.run([shellcheck, script], capture_output=True, text=True, check=False, timeout=60)
     assert proc.returncode == 0, proc.stdout
+
+
+def test_e2e_bench_runs_one_case_and_appends_results(tmp_path, monkeypatch, capsys):
+    """e2e_bench on the half-cap cut case (2 timed steps): the loop and the compute are timed, the JSON and
+    the dated RESULTS section written."""
+    monkeypatch.setenv("TSDKD_TINY_DIR", os.environ.get("TSDKD_TINY_DIR", "/tmp/tsdkd_tiny_assets"))
+    spec = importlib.util.spec_from_file_location(
+        "e2e_bench", os.path.join(REPO, "benchmarks", "e2e_bench.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out, results = tmp_path / "e2e.json", tmp_path / "RESULTS.md"
+    module.main(["--cases", "half_cut", "--steps", "2", "--warmup", "1", "--json", str(out),
+                 "--results", str(results)])  # fmt: skip
+    row = json.loads(out.read_text())["cases"]["half_cut"]
+    assert len(row["loop_all"]) == 2 and len(row["compute_all"]) == 2
+    assert row["loop_s"] > 0 and row["compute_s"] > 0 and row["scored_lengths"] == [64]  # 60 tokens → 64
+    text = results.read_text()
+    assert "## e2e_bench" in text and "| half_cut |" in text and "load average" in text
+    assert "| half_cut |" in capsys.readouterr().out

@@ -27,6 +27,10 @@ from tsdkd_jax import data, train
         ({"teacher.path": ""}, "teacher.path: is empty"),
         ({"data.response_field": "", "loss.lam": 0.5}, "data.response_field: method=tsdkd with λ=0.5 needs"),
         ({"data.max_response_len": 32}, "data.max_response_len: 32 exceeds sampling.max_new_tokens=16"),
+        (
+            {"sampling.length_bucket": -1},
+            r"sampling.length_bucket: must be >= 0 \(0 = the method's default\)",
+        ),
         ({"lora.rank": 4, "lora.targets": "q,attn"}, "lora.targets: expected distinct names from"),
         (
             {"loss.use_direct": False, "loss.use_em": False, "loss.use_indirect": False},

@@ -51,6 +51,33 @@ def test_metrics_rows_and_resume_truncation(bucket, tmp_path, monkeypatch, remot
     assert _rows(folder)[-1] == {"step": 2, "loss": 0.25}
 
 
+def _tb_scalars(folder) -> dict[int, dict[str, float]]:
+    """{step: {tag: value}} of the TensorBoard event file, read from its TFRecord framing (u64 length,
+    u32 crc, the Event proto, u32 crc)."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    (name,) = os.listdir(folder / "tensorboard")
+    raw, out, i = (folder / "tensorboard" / name).read_bytes(), {}, 0
+    while i < len(raw):
+        n = int.from_bytes(raw[i : i + 8], "little")
+        event = Event.FromString(raw[i + 12 : i + 12 + n])
+        i += 12 + n + 4
+        for v in event.summary.value:
+            out.setdefault(event.step, {})[v.tag] = v.simple_value
+    return out
+
+
+def test_tensorboard_gets_every_finite_value_of_a_row(tmp_path):
+    writer = metrics.MetricsWriter(str(tmp_path), total_steps=2)
+    writer.write(1, {"loss": 0.5, "lr": 1e-3, "bad": float("nan")})
+    writer.write(2, {"loss": 0.25, "lr": 2e-3, "bad": 1.0})
+    writer.close()
+    assert _tb_scalars(tmp_path) == {
+        1: {"loss": 0.5, "lr": np.float32(1e-3)},
+        2: {"loss": 0.25, "lr": np.float32(2e-3), "bad": 1.0},
+    }
+
+
 def test_gcs_metrics_flush_at_checkpoints_and_survive_upload_errors(bucket, monkeypatch, caplog):
     monkeypatch.setattr(metrics, "REMOTE_FLUSH_S", 3600.0)
     writer = metrics.MetricsWriter("gs://bucket/run", total_steps=3)

@@ -87,6 +87,9 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.sampling = ml_collections.ConfigDict()
     c.sampling.max_new_tokens = 256  # response length N (dataset responses are padded to it)
+    # responses are cut to a multiple of this that holds the batch's longest (train/buckets.py); 0 = the
+    # method's default: 1 for tsdkd_official (the released run's grid), 64 otherwise
+    c.sampling.length_bucket = 0
     c.sampling.temperature = 1.0  # 0 = greedy
     c.sampling.top_k = 0  # 0 = off
     c.sampling.top_p = 1.0  # 1 = off
@@ -204,6 +207,11 @@ def _check_values(config) -> None:
             raise err(field, f"must be >= 1, got {config[field]}")
     if config.sampling.max_new_tokens < 1:
         raise err("sampling.max_new_tokens", f"must be >= 1, got {config.sampling.max_new_tokens}")
+    if config.sampling.length_bucket < 0:
+        raise err(
+            "sampling.length_bucket",
+            f"must be >= 0 (0 = the method's default), got {config.sampling.length_bucket}",
+        )
     o = config.optim
     if o.lr < 0 or not 0 <= o.warmup_frac <= 1:
         raise err("optim.lr/warmup_frac", f"got lr={o.lr}, warmup_frac={o.warmup_frac}")

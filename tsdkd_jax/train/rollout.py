@@ -17,7 +17,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from tsdkd_jax import sampling
 from tsdkd_jax.sampling import interleaved
-from tsdkd_jax.train import methods
+from tsdkd_jax.train import buckets, methods
 
 # Streams folded into a step's key: the sampler's (0, as sampling.sample_key(seed, step, 0) folds) and the coin's.
 _SAMPLE, _COIN = 0, 1
@@ -146,10 +146,11 @@ def step_batch(run, params, step: int, host_batch, key) -> tuple[dict, float, bo
             tokens, mask = sample_mixed(run, params, prompt_ids, prompt_mask, k_step)
         else:
             tokens, mask = run.sample(*sampled_by, prompt_ids, prompt_mask, k_step)
-        jax.block_until_ready(tokens)  # sampling depends on the previous update anyway
     else:
         ids, m = pad_responses(host_batch, c.sampling.max_new_tokens, run.pad_id)
         tokens, mask = run.to_global(ids), run.to_global(m)
+    # The global batch's longest response sets the length on every host (this waits for the sampler).
+    tokens, mask = buckets.cut(tokens, mask, c)
     batch = {
         "prompt_ids": prompt_ids,
         "prompt_mask": prompt_mask,
