@@ -23,14 +23,14 @@ def test_logits_match_transformers(family, tmp_path):
     assert tiny_hf.rel_l2(ours, ref, mask) <= 1e-4
 
 
+@pytest.mark.parametrize("scan", [True, False])  # the layer scan, and the unrolled loop (scan_layers=False)
 @pytest.mark.parametrize("family", ["gemma3", "qwen2_untied"])  # sliding + full layers; plain full layers
-def test_scanned_layers_match_transformers(family, tmp_path):
-    """The layer scan (deep models; ≤ UNROLL_MAX_LAYERS layers run a Python loop) computes the same logits."""
+def test_scanned_and_unrolled_layers_match_transformers(family, scan, tmp_path):
     hf = tiny_hf.build(family)
     hf.save_pretrained(tmp_path)
     model = models.from_pretrained(tmp_path)
-    assert model.config.num_layers <= models.decoder.UNROLL_MAX_LAYERS and not model._scans()
-    model.scan_layers = True
+    model.scan_layers = scan
+    assert model._scans() == scan
     ids, mask = tiny_hf.left_padded_batch(hf.config.vocab_size)
     ours = np.asarray(model(jnp.asarray(ids), jnp.asarray(mask)))
     assert tiny_hf.rel_l2(ours, tiny_hf.reference_logits(hf, ids, mask), mask) <= 1e-4

@@ -2,9 +2,11 @@
 
 Per-layer parameters are stacked on a leading "layers" axis and the blocks run under `jax.lax.scan`, so a
 48-layer model compiles one block. Per-layer differences (RoPE base, sliding window) are scanned arrays.
-Models of at most UNROLL_MAX_LAYERS layers run their full forward (no KV cache) as a Python loop over the
-layers instead (`scan_layers`): the scan's stacked residual buffers (zero-filled, written and re-sliced every
-step) cost more than the blocks' own math at the testbed's sizes on CPU; the math is the same.
+`scan_layers=False` runs the full forward (no KV cache) as a Python loop over the layers instead: the scan's
+stacked residual buffers (zero-filled, written and re-sliced every step) cost more than the blocks' own math
+at the testbed's sizes on CPU (1.2x on its SFT step, benchmarks/small_bench.py); the math is the same. It is
+off by default (UNROLL_MAX_LAYERS = 0) because the memory planner (plan/) models the scanned layout, which
+the unrolled program's compiled temporaries do not follow (tests/plan: 35-56 % off).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from tsdkd_jax.models.config import ModelConfig
 from tsdkd_jax.models.layers import attention_masks, block, rms_norm, softcap
 from tsdkd_jax.models.rope import layer_inv_freqs
 
-UNROLL_MAX_LAYERS = 4  # scan_layers=None: unroll the full forward of models this shallow
+UNROLL_MAX_LAYERS = 0  # scan_layers=None: unroll the full forward of models this shallow (0: never)
 
 
 def layer_param_specs(config: ModelConfig) -> dict[str, tuple[tuple[int, ...], tuple[str, ...]]]:

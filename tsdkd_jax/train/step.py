@@ -32,8 +32,10 @@ from tsdkd_jax.train import objectives as obj
 from tsdkd_jax.train import state as state_lib
 
 # Below this many logit entries per micro-batch (16 MiB in f32) the loss runs on all tokens at once: at a small
-# vocabulary the chunk scan and its rematerialisation cost more than the logits' memory (the testbed: 419).
-FULL_LOGITS_MAX = 2**22
+# vocabulary the chunk scan and its rematerialisation might cost more than the logits' memory (the testbed: 419).
+# Off (0) by default: no gain was measured on CPU (benchmarks/small_bench.py's full_loss row), and the memory
+# planner (plan/) models the chunked loss.
+FULL_LOGITS_MAX = 0
 
 
 @dataclasses.dataclass(frozen=True)
