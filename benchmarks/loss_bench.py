@@ -86,10 +86,15 @@ def _measure(args) -> dict:
 
     fns = {"full": full, "chunked": chunked, "fused": fused_path, "logits_full": lambda z, u, m: tsdkd_loss(z, u, m, **kw),
            "logits_fused": logits_fused}  # fmt: skip
-    paths = ("full", "chunked") if args.only == "both" else (args.only,)
+    paths = tuple(args.only.split("+"))  # several: measured in this process, calls alternating
     given = None
     if any(p.startswith("logits") for p in paths):  # logits as inputs, built outside the timed program
-        given = (jax.jit(lambda a, b: a @ b)(hs, ws), jax.jit(lambda a, b: a @ b)(ht, wt), mask)
+        # one vocabulary, as the released loss takes it: a larger teacher vocab is cut to --vocab here
+        given = (
+            jax.jit(lambda a, b: a @ b)(hs, ws),
+            jax.jit(lambda a, b: (a @ b)[..., : args.vocab])(ht, wt),
+            mask,
+        )
         del hs, ht, ws, wt
     compiled, compile_s, mem, in_of = {}, {}, {}, {}
     for path in paths:
@@ -102,7 +107,7 @@ def _measure(args) -> dict:
         mem[path] = compiled[path].memory_analysis()
     rss0 = _rss_bytes()
     times, loss = {path: [] for path in paths}, {path: jnp.nan for path in paths}
-    # With both paths, calls alternate (full, chunked, full, ...) so that load drift hits both alike.
+    # With several paths, calls alternate (full, chunked, fused, full, ...) so that load drift hits all alike.
     for _ in range(0 if args.compile_only else args.reps + 1):
         for path in paths:
             t0 = time.perf_counter()
@@ -193,7 +198,8 @@ def main(argv=None) -> None:
     p.add_argument(
         "--interleave",
         action="store_true",
-        help="both paths in one process, calls alternating (fairer time ratio on a loaded machine; no RSS)",
+        help="the hidden-state paths in one process and the given-logits paths in another, calls alternating "
+        "(fairer time ratios on a loaded machine; no RSS figure)",
     )
     p.add_argument("--compile-only", action="store_true", help="memory analysis only, no timing")
     p.add_argument("--json", default="")
@@ -207,7 +213,7 @@ def main(argv=None) -> None:
         return
 
     rows = []
-    for path in ["both"] if args.interleave else args.paths.split(","):
+    for path in _groups(args.paths.split(","), args.interleave):
         cmd = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]), "--only", path]
         if path.startswith("logits") or path == "torch":  # given logits: own N, the released code's variant
             cmd += ["--tokens", str(args.logits_tokens or args.tokens), "--variant", "official"]
@@ -223,6 +229,19 @@ def main(argv=None) -> None:
             json.dump(
                 {"args": vars(args) | {"only": None}, "load_avg": os.getloadavg(), "rows": rows}, f, indent=2
             )
+
+
+def _groups(paths: list[str], interleave: bool) -> list[str]:
+    """One subprocess per path, or (--interleave) one for the hidden-state paths and one for the given-logits
+    paths (they take other inputs), written `a+b+c`; the torch path always runs alone."""
+    unknown = [p for p in paths if p not in (*PATHS, "torch")]
+    if unknown:
+        raise SystemExit(f"--paths: unknown {unknown}; known: {', '.join(PATHS)}, torch")
+    if not interleave:
+        return paths
+    hidden = [p for p in paths if p in PATHS and not p.startswith("logits")]
+    given = [p for p in paths if p.startswith("logits")]
+    return ["+".join(g) for g in (hidden, given) if g] + [p for p in paths if p == "torch"]
 
 
 def _print_table(rows, interleaved: bool) -> None:
@@ -245,6 +264,9 @@ def _print_table(rows, interleaved: bool) -> None:
             work = f"{n['temp_bytes'] / o['temp_bytes']:.1%}" if o["temp_bytes"] else "n/a"
             print(f"{new}/{old}: time {n['time_s'] / o['time_s']:.2f}x, working memory {work}, RSS growth "
                   f"{n['rss_delta_bytes'] / max(o['rss_delta_bytes'], 1):.1%}")  # fmt: skip
+            if interleaved and len(n["times_s"]) == len(o["times_s"]) > 0:
+                ratios = [a / b for a, b in zip(n["times_s"], o["times_s"], strict=True)]
+                print(f"  per-call {new}/{old}: {', '.join(f'{r:.2f}' for r in ratios)}")
     if "full" in ok and "chunked" in ok:
         f, c = ok["full"], ok["chunked"]
         if interleaved and len(f["times_s"]) == len(c["times_s"]) > 0:

@@ -62,7 +62,7 @@ def test_gpu_suite_tiny_dry_run_without_datasets(tmp_path):
     assert suite["status"] == {k: v for k, v in suite["status"].items() if v.startswith("0:")}
     text = proc.stdout
     assert "GPU suite (tiny)" in text and "time/student_loss" in text and "decode batch 2" in text
-    assert "chunked value+grad" in text
+    assert "chunked value+grad" in text and "fused / chunked" in text and "train_fused" in suite["status"]
 
 
 def test_gpu_suite_rejects_bad_arguments():
