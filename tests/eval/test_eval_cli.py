@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 from bench_files import gsm8k_file, sciq_file, tiny_student
+from lm_eval_tasks import write_mc_task
 from run_files import REPO
 from scipy.stats import binomtest
 
@@ -110,23 +111,6 @@ def test_module_command_runs(files, tmp_path):
     assert _json(out / "gsm8k.json")["metrics"]["accuracy"] == pytest.approx(files["expected"])
 
 
-MC_YAML = """task: tiny_mc_cli
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "{{{{prompt}}}}"
-doc_to_choice: choices
-doc_to_target: gold
-metric_list:
-  - metric: acc
-metadata:
-  version: 1.0
-"""
-
-
 def test_lm_eval_route_headline_and_interval(files, tmp_path):
     """The lm-eval route (BBH, MuSR, IFEval) on a local multiple-choice task: lm-eval's accuracy equals our
     log-likelihood scoring of the same items, n counts them, the interval is 1.96 × the sample standard error."""
@@ -137,8 +121,7 @@ def test_lm_eval_route_headline_and_interval(files, tmp_path):
 
     rows = [{"prompt": f"what is {i} plus {i % 3}?", "choices": [str(i), str(2 * i + 1), "ann", str(i + i % 3)],
              "gold": i % 4} for i in range(8)]  # fmt: skip
-    (tmp_path / "mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tmp_path / "mc.yaml").write_text(MC_YAML.format(data=tmp_path / "mc.jsonl"))
+    write_mc_task(tmp_path, "tiny_mc_cli", rows)
     tok, model = data.load_tokenizer(files["student"]), models.from_pretrained(files["student"])
     eos = data.eos_token_ids(files["student"], tok)
     got = lm_eval_suite.score(model, tok, "bbh", eos_token_ids=eos, batch_size=4, task="tiny_mc_cli",

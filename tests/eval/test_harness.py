@@ -14,6 +14,7 @@ lm_eval = pytest.importorskip("lm_eval")
 
 from lm_eval.api.instance import Instance
 from lm_eval.tasks import TaskManager
+from lm_eval_tasks import write_jsonl, write_mc_task
 
 from tsdkd_jax import data, models
 from tsdkd_jax.eval import Verdict, evaluate, evaluate_choices, make_splits
@@ -54,28 +55,7 @@ metadata:
   version: 1.0
 """
 
-MC_YAML = """task: tiny_choice
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "{{{{prompt}}}}"
-doc_to_choice: choices
-doc_to_target: gold
-metric_list:
-  - metric: acc
-metadata:
-  version: 1.0
-"""
-
 STOP = ("\n\n", "Question:")
-
-
-def _write(path, rows):
-    with open(path, "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
 
 
 @pytest.fixture(scope="module")
@@ -103,10 +83,9 @@ def bridge_run(tiny_folder, tmp_path_factory):
         {"prompt": p["prompt"], "choices": ["12", "7", "30", "4"][: 2 + i % 3], "gold": i % 2}
         for i, p in enumerate(problems)
     ]
-    _write(tmp / "numeric.jsonl", numeric)
-    _write(tmp / "choice.jsonl", choice)
+    write_jsonl(tmp / "numeric.jsonl", numeric)
     (tmp / "numeric.yaml").write_text(GEN_YAML.format(data=tmp / "numeric.jsonl"))
-    (tmp / "choice.yaml").write_text(MC_YAML.format(data=tmp / "choice.jsonl"))
+    write_mc_task(tmp, "tiny_choice", choice)
     res = lm_eval.simple_evaluate(
         model="tsdkd_jax",
         model_args=f"path={tiny_folder},max_gen_toks=24",

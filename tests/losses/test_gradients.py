@@ -1,26 +1,15 @@
 """Gradients: finite differences in float64, and the gate / selections carry no gradient."""
 
-import contextlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax_x64 import x64
 from loss_problems import make_problem, pad_student, rel_err, student_unembed
 
 from tsdkd_jax import losses as L
 
 KW = {"rank_k": 5, "opener_frac": 0.3, "em_frac": 0.3}
-
-
-@contextlib.contextmanager
-def x64():
-    old = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_enable_x64", old)
 
 
 def _fd_check(f, args, seed=0, eps=1e-6):

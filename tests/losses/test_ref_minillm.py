@@ -12,24 +12,13 @@ over the response tokens. The reference below writes the value and the gradient 
 logits out by hand (∂KL/∂z = q ⊙ (log q − log p − KL), ∂ log q(y)/∂z = e_y − q), loop by loop, in float64.
 """
 
-import contextlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax_x64 import x64
 
 from tsdkd_jax.losses import minillm
-
-
-@contextlib.contextmanager
-def x64():
-    old = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_enable_x64", old)
 
 
 def _log_softmax(z):

@@ -43,6 +43,7 @@ from tsdkd_jax.parallel.sharding import (
 )
 from tsdkd_jax.sampling.decode_weights import decode_weights
 from tsdkd_jax.sampling.distributions import choose, make_params
+from tsdkd_jax.sampling.host_inputs import check_inputs, to_global
 
 SAMPLING_RULES = {**DEFAULT_RULES, "embed": None}
 DEFAULT_TOP_K_CAP = 64
@@ -130,6 +131,19 @@ def _write(s: _Loop, tok_B, logp_B, done_B, cache) -> _Loop:
     )
 
 
+def _start(B: int, N: int, pad_id, cache) -> _Loop:
+    """The loop state before step 0: no row done, tokens all pad, mask and logprobs 0."""
+    return _Loop(
+        step=jnp.zeros((), jnp.int32),
+        last_B=jnp.zeros((B,), jnp.int32),
+        done_B=jnp.zeros((B,), bool),
+        tokens_BN=jnp.full((B, N), pad_id, jnp.int32),
+        mask_BN=jnp.zeros((B, N), jnp.int32),
+        logprobs_BN=jnp.zeros((B, N), jnp.float32),
+        cache=cache,
+    )
+
+
 def _generate(
     graphdef,
     state,
@@ -169,15 +183,7 @@ def _generate(
         logits_BV, cache = model.decode_step(s.last_B, s.cache, ~s.done_B)
         return _write(s, *pick(s.step, logits_BV, s.done_B), cache)
 
-    s = _Loop(
-        step=jnp.zeros((), jnp.int32),
-        last_B=jnp.zeros((B,), jnp.int32),
-        done_B=jnp.zeros((B,), bool),
-        tokens_BN=jnp.full((B, N), pad_id, jnp.int32),
-        mask_BN=jnp.zeros((B, N), jnp.int32),
-        logprobs_BN=jnp.zeros((B, N), jnp.float32),
-        cache=cache,
-    )
+    s = _start(B, N, pad_id, cache)
     s = _write(s, *pick(0, logits_BV, s.done_B), cache)
     s = jax.lax.while_loop(cond, body, s)
     return SampleOutput(tokens=s.tokens_BN, mask=s.mask_BN, logprobs=s.logprobs_BN, num_steps=s.step)
@@ -188,14 +194,26 @@ _generate_jit = jax.jit(
 )
 
 
-def _check_inputs(max_new_tokens, prompt_ids, prompt_mask) -> None:
-    if int(max_new_tokens) < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    if prompt_ids.ndim != 2 or prompt_ids.shape != prompt_mask.shape:
-        raise ValueError(
-            f"prompt_ids {prompt_ids.shape} and prompt_mask {prompt_mask.shape} must be [B,T] alike"
-        )
-    _check_left_padded(prompt_mask)
+def _knobs(batch: int, temperature, top_k, top_p, top_k_cap: int, vocab: int, rng):
+    """(SamplingParams [batch], the static top-k cap, the key); rng may be None only when every row is greedy."""
+    params = make_params(batch, temperature, top_k, top_p)
+    k_max = _k_cap(int(np.max(params.top_k)), int(top_k_cap), vocab)
+    if rng is None:
+        if np.any(params.temperature > 0):
+            raise ValueError("rng is required unless temperature=0.0 (greedy)")
+        rng = jax.random.key(0)
+    return params, k_max, rng
+
+
+def _place_prompts(prompt_ids, prompt_mask, mesh, rules):
+    """(prompt_ids, prompt_mask, rules_key): without a mesh the prompts as given and no rules; with one, the
+    prompts as global arrays split over the batch axes of `rules` (default SAMPLING_RULES), and the rules as
+    a sorted tuple (hashable, for jit's static arguments)."""
+    if mesh is None:
+        return prompt_ids, prompt_mask, None
+    rules = SAMPLING_RULES if rules is None else rules
+    batch = logical_to_sharding(("batch", None), mesh, rules, prompt_ids.shape)
+    return to_global(prompt_ids, batch), to_global(prompt_mask, batch), tuple(sorted(rules.items()))
 
 
 def _eos_array(eos_token_ids) -> np.ndarray:
@@ -232,21 +250,11 @@ def generate_from_state(
     decodes from one compute-dtype copy of the weights, fsdp shards all-gathered once per call; False leaves
     them sharded and gathers one block at a time, every step (less memory, slower).
     """
-    _check_inputs(max_new_tokens, prompt_ids, prompt_mask)
-    params = make_params(prompt_ids.shape[0], temperature, top_k, top_p)
+    check_inputs(max_new_tokens, prompt_ids, prompt_mask)
     vocab = jax.tree.leaves(state["embed"])[0].shape[0]
-    k_max = _k_cap(int(np.max(params.top_k)), int(top_k_cap), vocab)
-    if rng is None:
-        if np.any(params.temperature > 0):
-            raise ValueError("rng is required unless temperature=0.0 (greedy)")
-        rng = jax.random.key(0)
+    params, k_max, rng = _knobs(prompt_ids.shape[0], temperature, top_k, top_p, top_k_cap, vocab, rng)
     eos = _eos_array(eos_token_ids)
-    rules_key = None
-    if mesh is not None:
-        rules = SAMPLING_RULES if rules is None else rules
-        rules_key = tuple(sorted(rules.items()))
-        batch = logical_to_sharding(("batch", None), mesh, rules, prompt_ids.shape)
-        prompt_ids, prompt_mask = (_to_global(x, batch) for x in (prompt_ids, prompt_mask))
+    prompt_ids, prompt_mask, rules_key = _place_prompts(prompt_ids, prompt_mask, mesh, rules)
     state = decode_weights(graphdef, state)  # gathered or not: per-step gathers move bf16 too
     # params, eos and pad stay NumPy: jit places them replicated, each process from its own (equal) copy.
     return _generate_jit(
@@ -279,22 +287,3 @@ def _k_cap(max_top_k: int, cap: int, vocab: int) -> int:
     if max_top_k > cap:
         cap = 1 << (max_top_k - 1).bit_length()
     return min(cap, vocab)
-
-
-def _check_left_padded(prompt_mask) -> None:
-    if isinstance(prompt_mask, jax.core.Tracer) or (
-        isinstance(prompt_mask, jax.Array) and not prompt_mask.is_fully_addressable
-    ):
-        return
-    m = np.asarray(prompt_mask).astype(bool)
-    if np.any(m.any(axis=1) & ~m[:, -1]):
-        raise ValueError("prompts must be left-padded: every non-empty row of prompt_mask must end in 1")
-
-
-def _to_global(x, sharding):
-    """Host data → a global array in `sharding` (each process passes its own rows under multi-host)."""
-    if isinstance(x, jax.Array):
-        return jax.device_put(x, sharding)
-    if jax.process_count() > 1:
-        return jax.make_array_from_process_local_data(sharding, np.asarray(x))
-    return jax.device_put(np.asarray(x), sharding)

@@ -31,18 +31,17 @@ import numpy as np
 from flax import nnx, struct
 from jax.sharding import PartitionSpec
 
-from tsdkd_jax.parallel.sharding import logical_to_sharding, logical_to_spec
+from tsdkd_jax.parallel.sharding import logical_to_spec
 from tsdkd_jax.sampling.decode_weights import decode_weights
-from tsdkd_jax.sampling.distributions import choose, make_params
+from tsdkd_jax.sampling.distributions import choose
 from tsdkd_jax.sampling.generate import (  # the plain sampler's pieces, shared
     DEFAULT_TOP_K_CAP,
-    SAMPLING_RULES,
-    _check_inputs,
     _eos_array,
-    _k_cap,
+    _knobs,
+    _place_prompts,
     _prefill,
-    _to_global,
 )
+from tsdkd_jax.sampling.host_inputs import check_inputs
 
 
 @struct.dataclass
@@ -163,23 +162,13 @@ def generate_interleaved_from_state(
     The other arguments are `generate_from_state`'s (temperature/top_k/top_p shape both models' draws;
     temperature=0.0 makes both greedy). K is an array input: changing it never recompiles.
     """
-    _check_inputs(max_new_tokens, prompt_ids, prompt_mask)
+    check_inputs(max_new_tokens, prompt_ids, prompt_mask)
     k = np.float64(accept_top_k)
     if not (np.isfinite(k) and k >= 0 and k == np.floor(k)):
         raise ValueError(f"accept_top_k must be a whole number >= 0, got {accept_top_k}")
-    params = make_params(prompt_ids.shape[0], temperature, top_k, top_p)
     vocab = min(jax.tree.leaves(s["embed"])[0].shape[0] for s in (state, teacher_state))
-    k_max = _k_cap(int(np.max(params.top_k)), int(top_k_cap), vocab)
-    if rng is None:
-        if np.any(params.temperature > 0):
-            raise ValueError("rng is required unless temperature=0.0 (greedy)")
-        rng = jax.random.key(0)
-    rules_key = None
-    if mesh is not None:
-        rules = SAMPLING_RULES if rules is None else rules
-        rules_key = tuple(sorted(rules.items()))
-        batch = logical_to_sharding(("batch", None), mesh, rules, prompt_ids.shape)
-        prompt_ids, prompt_mask = (_to_global(x, batch) for x in (prompt_ids, prompt_mask))
+    params, k_max, rng = _knobs(prompt_ids.shape[0], temperature, top_k, top_p, top_k_cap, vocab, rng)
+    prompt_ids, prompt_mask, rules_key = _place_prompts(prompt_ids, prompt_mask, mesh, rules)
     states = (decode_weights(graphdef, state), decode_weights(teacher_graphdef, teacher_state))
     return _generate_jit(
         (graphdef, teacher_graphdef), states, jnp.asarray(prompt_ids, jnp.int32),

@@ -14,18 +14,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tsdkd_jax.parallel.sharding import logical_to_sharding
 from tsdkd_jax.sampling.decode_weights import decode_weights
 from tsdkd_jax.sampling.generate import (  # the package's `generate` is the function, not the module
-    SAMPLING_RULES,
     SampleOutput,
-    _check_inputs,
     _eos_array,
     _Loop,
+    _place_prompts,
     _prefill,
-    _to_global,
+    _start,
     _write,
 )
+from tsdkd_jax.sampling.host_inputs import check_inputs
 
 
 def mixture_logprobs(student_logits_BV, teacher_logits_BV, alpha):
@@ -60,15 +59,7 @@ def _generate_mixed(
         zt, tc = teacher.decode_step(s.last_B, s.cache[1], ~s.done_B)
         return _write(s, *pick(s.step, zs, zt, s.done_B), (sc, tc))
 
-    s = _Loop(
-        step=jnp.zeros((), jnp.int32),
-        last_B=jnp.zeros((B,), jnp.int32),
-        done_B=jnp.zeros((B,), bool),
-        tokens_BN=jnp.full((B, N), pad_id, jnp.int32),
-        mask_BN=jnp.zeros((B, N), jnp.int32),
-        logprobs_BN=jnp.zeros((B, N), jnp.float32),
-        cache=(s_cache, t_cache),
-    )
+    s = _start(B, N, pad_id, (s_cache, t_cache))
     s = _write(s, *pick(0, s_logits, t_logits, s.done_B), s.cache)
     s = jax.lax.while_loop(lambda s: (s.step < N) & ~jnp.all(s.done_B), body, s)
     return SampleOutput(tokens=s.tokens_BN, mask=s.mask_BN, logprobs=s.logprobs_BN, num_steps=s.step)
@@ -98,15 +89,10 @@ def generate_mixed(
     """Sample after left-padded prompts [B, T] from α·p_teacher + (1 − α)·q_student; `student` and `teacher`
     are (graphdef, state) pairs. With `mesh` the batch is split over the batch axes of `rules` (default
     generate.SAMPLING_RULES); gather_weights as in generate_from_state, for both models."""
-    _check_inputs(max_new_tokens, prompt_ids, prompt_mask)
+    check_inputs(max_new_tokens, prompt_ids, prompt_mask)
     if not 0.0 <= float(alpha) < 1.0:
         raise ValueError(f"alpha (the teacher's share of the mixture) must be in [0, 1), got {alpha!r}")
-    rules_key = None
-    if mesh is not None:
-        rules = SAMPLING_RULES if rules is None else rules
-        rules_key = tuple(sorted(rules.items()))
-        batch = logical_to_sharding(("batch", None), mesh, rules, prompt_ids.shape)
-        prompt_ids, prompt_mask = (_to_global(x, batch) for x in (prompt_ids, prompt_mask))
+    prompt_ids, prompt_mask, rules_key = _place_prompts(prompt_ids, prompt_mask, mesh, rules)
     (s_graphdef, s_state), (t_graphdef, t_state) = student, teacher
     return _generate_mixed_jit(
         s_graphdef,
