@@ -8,7 +8,9 @@ gradient w.r.t. the student's hidden states and unembedding matrix:
   chunked: chunked_tsdkd_loss over token chunks of --chunk, never building [B, T, V].
 Time: jit, one warm-up call excluded, median of --reps calls (block_until_ready).
   fused:   losses.fused (custom VJP: per chunk the value, the logits' gradient, dL/dh and dL/dW in the
-           forward pass; nothing rematerialised in the backward);
+           forward pass; nothing rematerialised in the backward). With the paper variant and rows of at most
+           --chunk tokens (--tokens / --batch), no entropy pre-pass (losses/fused_rows.py): 4 vocabulary
+           matmuls per chunk; fused_prepass: the same loss made to take the pre-pass (5);
   logits_full / logits_fused / torch: the loss alone given logits [B, T, V] (--logits-tokens, official
            variant), gradient w.r.t. the student logits: tsdkd_loss, the fused loss from logits, and the
            released PyTorch loss (DistillTrainer.generalized_jsd_loss of kmswin1/TSD-KD, imported from
@@ -29,7 +31,7 @@ import subprocess
 import sys
 import time
 
-PATHS = ("full", "chunked", "fused", "logits_full", "logits_fused")
+PATHS = ("full", "chunked", "fused", "fused_prepass", "logits_full", "logits_fused")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 
@@ -74,10 +76,11 @@ def _measure(args) -> dict:
             student_unembed=lambda h: h @ ws, teacher_unembed=lambda h: h @ wt, chunk_size=args.chunk, **kw,
         )  # fmt: skip
 
-    def fused_path(hs, ws, ht, wt, mask):
+    def fused_path(hs, ws, ht, wt, mask, rows=lambda w, h, ids: jnp.einsum("nd,dnk->nk", h, w[:, ids])):
         return fused.fused_tsdkd_loss(
             hs, ht, mask, student_unembed=lambda w, h: h @ w, student_params=ws,
-            teacher_unembed=lambda w, h: h @ w, teacher_params=wt, chunk_size=args.chunk, **kw,
+            teacher_unembed=lambda w, h: h @ w, teacher_params=wt, chunk_size=args.chunk,
+            student_unembed_rows=rows, **kw,
         )  # fmt: skip
 
     # Given logits (the loss alone, gradient w.r.t. the student logits): today's tsdkd_loss vs the fused one.
@@ -85,7 +88,8 @@ def _measure(args) -> dict:
         return fused.fused_tsdkd_loss_from_logits(z, u, mask, chunk_size=args.chunk, **kw)
 
     fns = {"full": full, "chunked": chunked, "fused": fused_path, "logits_full": lambda z, u, m: tsdkd_loss(z, u, m, **kw),
-           "logits_fused": logits_fused}  # fmt: skip
+           "logits_fused": logits_fused,
+           "fused_prepass": lambda *a: fused_path(*a, rows=None)}  # fmt: skip
     paths = tuple(args.only.split("+"))  # several: measured in this process, calls alternating
     given = None
     if any(p.startswith("logits") for p in paths):  # logits as inputs, built outside the timed program
@@ -121,7 +125,7 @@ def _measure(args) -> dict:
             "tokens": b * t,
             "vocab": args.vocab,
             "hidden": args.hidden,
-            "chunk": args.chunk if path in ("chunked", "fused", "logits_fused") else None,
+            "chunk": args.chunk if path in ("chunked", "fused", "fused_prepass", "logits_fused") else None,
             "device": str(jax.devices()[0].device_kind),
             "loss": float(loss[path]),
             "compile_s": compile_s[path],
@@ -256,8 +260,8 @@ def _print_table(rows, interleaved: bool) -> None:
         print(f"{r['path']:12} {r['tokens']:7d} {r['vocab']:7d} {r['hidden']:6d} {r['chunk'] or '-'!s:>5} "
               f"{r['time_s']:8.3f} {r['compile_s']:9.1f} {r['temp_bytes'] / gib:8.3f} "
               f"{r['rss_delta_bytes'] / gib:7.2f} {r['loss']:10.5f}")  # fmt: skip
-    pairs = (("fused", "chunked"), ("fused", "full"), ("logits_fused", "logits_full"), ("logits_fused", "torch"),
-             ("logits_full", "torch"))  # fmt: skip
+    pairs = (("fused", "chunked"), ("fused", "full"), ("fused", "fused_prepass"), ("logits_fused", "logits_full"),
+             ("logits_fused", "torch"), ("logits_full", "torch"))  # fmt: skip
     for new, old in pairs:
         if new in ok and old in ok:
             n, o = ok[new], ok[old]

@@ -6,19 +6,33 @@ import optax
 import pytest
 from test_step import _step, _trainer_and_batch
 
+from tsdkd_jax.losses import fused_rows
+
+
+def _spy(fn, calls):
+    def wrapped(*args, **kwargs):
+        calls.append(1)
+        return fn(*args, **kwargs)
+
+    return wrapped
+
 
 @pytest.mark.parametrize(
     "arg, changes",
     [
+        ("", {}),  # paper, one micro-batch: no entropy pre-pass (losses/fused_rows.py)
         ("", {"grad_accum": 2}),  # paper, global counts from the selection pre-pass
         ("official", {"logits_dtype": "bfloat16"}),  # per-micro-batch means, bf16-rounded logits
     ],
 )
-def test_fused_step_equals_checkpointed_step(tiny_config, tmp_path_factory, arg, changes):
+def test_fused_step_equals_checkpointed_step(tiny_config, tmp_path_factory, monkeypatch, arg, changes):
     t, batch = _trainer_and_batch(tiny_config, arg, str(tmp_path_factory.mktemp("fused")))
     sgd = optax.sgd(1.0)  # new params = params − gradient: compares the accumulated gradients themselves
     ref_state, ref = _step(t, batch, sgd, fused=False, **changes)
+    traced = []  # which fused pass the step builds: the row-wise one exactly when no selection is fixed
+    monkeypatch.setattr(fused_rows, "fused_kd_rows", _spy(fused_rows.fused_kd_rows, traced))
     state, metrics = _step(t, batch, sgd, fused=True, **changes)
+    assert bool(traced) == (arg == "" and not changes)
     assert float(ref["grad_norm"]) > 0
     assert set(metrics) == set(ref)
     for name, value in ref.items():

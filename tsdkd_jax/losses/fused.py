@@ -47,7 +47,12 @@ class Head(NamedTuple):
 
 
 def _logits(fn, params, x, dtype: str) -> Array:
-    z = dv.as_f32(x if fn is None else fn(params, x))
+    return round_logits(x if fn is None else fn(params, x), dtype)
+
+
+def round_logits(z: Array, dtype: str) -> Array:
+    """float32 logits, first rounded to `dtype` (loss.logits_dtype) when that is narrower."""
+    z = dv.as_f32(z)
     return z.astype(dtype).astype(jnp.float32) if dtype != "float32" else z
 
 
@@ -58,9 +63,14 @@ def _chunk_pair(head: Head, s_params, h, t_params, ht):
 
 
 def _chunk_objective(head: Head, s_params, h, t_params, ht, coef):
-    """(Σ_tok coef·stat over the chunk, stats): the gate is the reference's stop-gradient entropy gate."""
+    """(Σ_tok coef·stat over the chunk, stats)."""
     z, u = _chunk_pair(head, s_params, h, t_params, ht)
     st = tsdkd.token_stats(z, u, head.cfg)
+    return weighted_sum(head, st, coef), st
+
+
+def weighted_sum(head: Head, st: dict[str, Array], coef: dict[str, Array]) -> Array:
+    """Σ_stat Σ_tok coef·stat; the direct term's coefficient carries the reference's stop-gradient gate."""
     obj = jnp.zeros((), jnp.float32)
     for name, c in coef.items():
         c = (
@@ -69,7 +79,7 @@ def _chunk_objective(head: Head, s_params, h, t_params, ht, coef):
             else c
         )
         obj = obj + terms.sum_where(c * st[name], c)  # dropped tokens give 0 even where the stat is inf
-    return obj, st
+    return obj
 
 
 def _forward(head: Head, s_params, hs, t_params, ht, coef):
@@ -168,13 +178,25 @@ def reference_scales(counts: dict[str, Array], cfg) -> dict[str, Array]:
     return scales
 
 
-def fused_kd(head: Head, s_params, hs, t_params, ht, mask, scales_fn, sel_masks=None):
+def fused_kd(head: Head, s_params, hs, t_params, ht, mask, scales_fn, sel_masks=None, rows_fn=None):
     """(stats [B, T], selections, value): value = the loss Σ_term scale·Σ_tok sel·stat with the fused gradient.
 
     hs, ht: [B, T, ...] hidden states (or logits when the unembeds are None); scales_fn(counts) → {term:
     weight / normaliser}; sel_masks: the fixed EM set and opener, else computed from the student's entropies.
+    rows_fn(s_params, h [N, D], ids [N, k]) → the student's logits at ids: with it (or without the ranking
+    term), the paper variant whose rows fit in a chunk skips the entropy pre-pass (losses/fused_rows.py).
     The stats carry no gradient: take values from them, the gradient from `value`.
     """
+    cfg = head.cfg
+    if sel_masks is None and (cfg.use_em or cfg.use_indirect):
+        from tsdkd_jax.losses import fused_rows  # it builds on this module: imported here, not at the top
+
+        if fused_rows.usable(head, rows_fn, jnp.shape(mask)[1]):
+            return fused_rows.fused_kd_rows(head, rows_fn, s_params, hs, t_params, ht, mask, scales_fn)
+    return _fused_kd(head, s_params, hs, t_params, ht, mask, scales_fn, sel_masks)
+
+
+def _fused_kd(head: Head, s_params, hs, t_params, ht, mask, scales_fn, sel_masks=None):
     cfg = head.cfg
     b, t = jnp.shape(mask)
     flat = lambda x: x.reshape(b * t, *x.shape[2:])
@@ -220,18 +242,23 @@ def fused_tsdkd_loss(
     chunk_size: int = 512,
     vocab_policy: str = "pad_student",
     logits_dtype: str = "float32",
+    student_unembed_rows: Callable | None = None,
     **loss_kwargs,
 ) -> tuple[Array, dict[str, Array]]:
     """chunked_tsdkd_loss's (loss, aux) with the fused gradient w.r.t. student_hidden and student_params.
 
     The unembeds take their weights explicitly: student_unembed(student_params, h [C, D]) → logits [C, V]
     (gradients flow to student_params and student_hidden; the teacher side is frozen).
+    student_unembed_rows(student_params, h [N, D], ids [N, k]) → the same logits at ids only [N, k]: given
+    it, the paper variant with rows of at most chunk_size tokens takes 4 vocabulary matmuls per chunk instead
+    of 5 (no entropy pre-pass; losses/fused_rows.py).
     """
     cfg = tsdkd.make_config(**loss_kwargs)
     _check(cfg, student_hidden, teacher_hidden, response_mask, chunk_size, vocab_policy)
     head = Head(student_unembed, teacher_unembed, cfg, int(chunk_size), vocab_policy, logits_dtype)
     args = (student_params, student_hidden, teacher_params, teacher_hidden, response_mask)
-    stats, sel_masks, value = fused_kd(head, *args, lambda c: reference_scales(c, cfg))
+    scales = lambda c: reference_scales(c, cfg)
+    stats, sel_masks, value = fused_kd(head, *args, scales, rows_fn=student_unembed_rows)
     return _loss_with_grad(stats, sel_masks, value, response_mask, cfg)
 
 

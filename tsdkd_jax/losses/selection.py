@@ -47,15 +47,28 @@ def masked_quantile(values: Array, mask: Array, level: float) -> Array:
     v = jax.lax.stop_gradient(as_f32(values))
     srt = jnp.sort(jnp.where(m, v, jnp.inf), axis=-1)
     n = jnp.sum(m, axis=-1).astype(jnp.float32)
-    last = jnp.maximum(n - 1.0, 0.0)
-    pos = jnp.maximum(level * last - (4e-7 * last + 1e-6), 0.0)
-    lo = jnp.minimum(jnp.floor(pos), last)
-    hi = jnp.minimum(lo + 1.0, last)
-    w = pos - lo
+    lo, hi, w = quantile_position(n, level)
     v_lo = jnp.take_along_axis(srt, lo.astype(jnp.int32)[..., None], axis=-1)[..., 0]
     v_hi = jnp.take_along_axis(srt, hi.astype(jnp.int32)[..., None], axis=-1)[..., 0]
     q = v_lo + w * (v_hi - v_lo)
     return jnp.where(n > 0, jnp.where(w > 0, q, v_lo), jnp.inf)
+
+
+def quantile_position(n: Array, level: float) -> tuple[Array, Array, Array]:
+    """(lo, hi, w) of masked_quantile over n sorted values: it reads sorted[lo] and sorted[hi], weight w."""
+    last = jnp.maximum(n - 1.0, 0.0)
+    pos = jnp.maximum(level * last - (4e-7 * last + 1e-6), 0.0)
+    lo = jnp.minimum(jnp.floor(pos), last)
+    hi = jnp.minimum(lo + 1.0, last)
+    return lo, hi, pos - lo
+
+
+def em_count_without_ties(mask: Array, frac: float) -> Array:
+    """Σ over rows of |em_mask| when no two of a row's entropies tie at its quantile (n − hi, or n − lo
+    when the position is whole): known from the mask alone. The fused loss checks it against the real set."""
+    n = jnp.sum(jnp.asarray(mask, jnp.float32) > 0, axis=-1).astype(jnp.float32)
+    lo, hi, w = quantile_position(n, 1.0 - frac)
+    return jnp.sum(jnp.where(n > 0, n - jnp.where(w > 0, hi, lo), 0.0))
 
 
 def em_mask(h_student: Array, mask: Array, frac: float) -> Array:
@@ -115,6 +128,11 @@ def _pl_nll(s: Array, suffix: bool) -> Array:
     keep = (j[None, :] >= j[:, None]) if suffix else (j[None, :] <= j[:, None])
     lse = jax.nn.logsumexp(jnp.broadcast_to(s[..., None, :], s.shape + (k,)), axis=-1, where=keep)
     return -jnp.sum(s - lse, axis=-1)
+
+
+def ranked_pl_nll(ranked: Array) -> Array:
+    """Paper ranking loss on logits already in the teacher's order [..., k] (plackett_luce_nll's last step)."""
+    return _pl_nll(ranked, suffix=True)
 
 
 def plackett_luce_nll(student_logits: Array, teacher_logits: Array, k: int) -> Array:

@@ -115,6 +115,14 @@ def _unembed(cap, table_VD, hidden):
     return logits if cap is None else jnp.tanh(logits / cap) * cap
 
 
+def _unembed_rows(cap, table_VD, hidden_ND, ids_NK):
+    """_unembed's logits at ids only [N, K]: the table's rows gathered per token (the fused loss's ranking
+    term, losses/fused_rows.py)."""
+    rows_NKD = jnp.take(table_VD, ids_NK, axis=0).astype(hidden_ND.dtype)
+    logits = jnp.einsum("ND,NKD->NK", hidden_ND, rows_NKD, preferred_element_type=jnp.float32)
+    return logits if cap is None else jnp.tanh(logits / cap) * cap
+
+
 def head_parts(model):
     """(unembed(table, h) → logits, table) of a Decoder: its tied embedding or untied lm_head."""
     table = (model.embed if model.config.tie_embeddings else model.lm_head).get_value()
@@ -135,7 +143,8 @@ def fused_kd_terms(hs, ht, mask, cfg, sel_masks, counts, *, student, teacher, sp
         c = counts or own
         return {name: w / jnp.maximum(c[name], 1.0) for name, w in terms.term_weights(cfg).items()}
 
-    stats, sel_masks, value = fused.fused_kd(head, s_table, hs, t_table, ht, mask, scales, sel_masks)
+    rows = functools.partial(_unembed_rows, student.config.final_logit_softcap)
+    stats, sel_masks, value = fused.fused_kd(head, s_table, hs, t_table, ht, mask, scales, sel_masks, rows)
     sums = terms.kd_sums(stats, mask, cfg, sel_masks)
     if spec.normalize == "micro_batch":
         out = micro_batch_terms(stats, mask, cfg, sums, k, sel_masks)
