@@ -12,7 +12,9 @@ statistics is JAX's derivative of tsdkd.token_stats taken in the forward pass, n
 
 Selections (EM set, opener) depend on every token's student entropy, so when the caller has not fixed them
 (the train step's selection pre-pass does with accumulation) a forward-only entropy pass comes first
-(1 matmul, no gradient). The gate is per token and is applied inside the chunk, as the reference does.
+(1 matmul, no gradient), except where losses/fused_rows.py applies (the paper variant, rows that fit in a
+chunk, the student's logits at given ids computable): it needs no such pass. The gate is per token and is
+applied inside the chunk, as the reference does.
 Given logits instead of hidden states (`unembed=None`), the saved gradient is the logits' own [N, V].
 """
 
