@@ -32,10 +32,9 @@ from tsdkd_jax.train import objectives as obj
 from tsdkd_jax.train import state as state_lib
 
 # Below this many logit entries per micro-batch (16 MiB in f32) the loss runs on all tokens at once: at a small
-# vocabulary the chunk scan and its rematerialisation might cost more than the logits' memory (the testbed: 419).
-# Off (0) by default: no gain was measured on CPU (benchmarks/small_bench.py's full_loss row), and the memory
-# planner (plan/) models the chunked loss.
-FULL_LOGITS_MAX = 0
+# vocabulary the chunk scan and its rematerialisation cost more than the logits' memory (the testbed: 419). The
+# memory planner counts the unchunked loss's residuals (plan/activations.py).
+FULL_LOGITS_MAX = 2**22
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +86,21 @@ def loss_chunk(spec: StepSpec, hs, *models) -> int:
     """The loss's chunk size for response hidden states [B, N, D]; 0 (unchunked) when the largest model's
     logits of all B·N tokens have at most spec.full_logits_max entries."""
     vocab = max(m.config.vocab_size for m in models if m is not None)
-    return 0 if hs.shape[0] * hs.shape[1] * vocab <= spec.full_logits_max else spec.chunk_size
+    return _chunk_for(spec, hs.shape[0] * hs.shape[1], vocab)
+
+
+def _chunk_for(spec: StepSpec, tokens: int, vocab: int) -> int:
+    return 0 if tokens * vocab <= spec.full_logits_max else spec.chunk_size
+
+
+def head_chunk(spec: StepSpec, tokens: int, vocab: int) -> int:
+    """The chunk size of the loss head (_head) on a micro-batch of `tokens` response tokens whose larger
+    model has `vocab` entries: MiniLLM and the fused loss chunk by spec.chunk_size, the others by loss_chunk
+    (the memory planner asks this)."""
+    cfg = spec.loss_cfg
+    if isinstance(cfg, minillm.MiniLLMConfig) or (spec.fused and isinstance(cfg, losses.LossConfig)):
+        return spec.chunk_size
+    return _chunk_for(spec, tokens, vocab)
 
 
 def kd_stats(hs, ht, *, student, teacher, spec: StepSpec) -> dict[str, jax.Array]:
