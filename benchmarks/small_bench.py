@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
+import inspect
 import json
 import os
 import platform
@@ -97,11 +98,14 @@ class Policy:
             state_shardings=self.shardings, teacher_params=None, mesh=mesh,
         )  # fmt: skip
         self.times, self.cpu = [], []
+        # a checkout from before issue 12 (e.g. the --baseline) still takes an unused rng argument
+        takes_rng = "rng" in inspect.signature(step_lib.train_step).parameters
+        self.extra = (jax.random.key(c.seed),) if takes_rng else ()
 
     def step(self, batch):
         """(wall seconds, process CPU seconds, loss) of one step."""
         t0, c0 = time.perf_counter(), time.process_time()
-        self.state, metrics = self.fn(self.state, None, batch)
+        self.state, metrics = self.fn(self.state, None, batch, *self.extra)
         metrics = jax.device_get(metrics)
         return time.perf_counter() - t0, time.process_time() - c0, float(metrics["loss"])
 
