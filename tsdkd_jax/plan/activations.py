@@ -2,7 +2,7 @@
 each layer policy (scanned, scanned with remat, unrolled), and the loss's working memory (chunked or not).
 
 Which policy the student runs is the model's own rule (models.decoder.scans_layers) and which loss path the
-step takes is the step's (train.step.unchunked); the planner asks them rather than repeating them.
+step takes is the step's (train.step.head_chunk); the planner asks them rather than repeating them.
 """
 
 from __future__ import annotations

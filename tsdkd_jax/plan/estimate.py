@@ -9,9 +9,9 @@ student's on-policy rollouts, with the teacher's cache and weights too under SKD
 the teacher's for seqkd and the held-out eval: KV cache, the compute-dtype
 copy of the weights with fsdp shards gathered, or with sampling.gather_weights=False one block's gathered
 weights at a time, the prefill) and the train step (gradients, saved activations, one block's working
-set, the loss chunk) are separate programs run one after the other, so peak = resident + the largest phase.
+set, the loss chunk or the unchunked loss; activations.py) are separate programs run one after the other, so peak = resident + the largest phase.
 Within a phase, lasting lines add up and of the transient ones (working sets that exist one at a time: a
-block, a loss chunk, the prefill) only the largest counts. tests/plan compares this with XLA's compiled
+block, the loss, the prefill) only the largest counts. tests/plan compares this with XLA's compiled
 memory analysis of the tiny config's train step.
 """
 
