@@ -7,7 +7,8 @@ and the trained tokenizer's vocabulary (--vocab), a random SFT batch (testbed.sf
 data.max_response_len) tokens) and the trainer's fused step (step.jit_train_step, AdamW, grad clip) once per
 execution policy:
 
-  scan        the layers under lax.scan, the loss in loss.chunk_size chunks (the step before issue 16)
+  scan        the layers under lax.scan, the loss in loss.chunk_size chunks (the step before issue 16, but
+              with the changes in every row, below)
   full_loss   the layers under lax.scan, the loss on all tokens' logits at once (step.FULL_LOGITS_MAX)
   unrolled    the layers as a Python loop (models.Decoder.scan_layers=False), the loss chunked
   default     what the trainer runs now for this shape (Decoder's and the step's default policies)
@@ -15,7 +16,8 @@ execution policy:
 --baseline DIR adds a row "baseline": the same step built from another checkout's code (e.g. /work/main), run
 in a child process that steps when asked, interleaved in the same rounds. Besides that, both code paths live
 in this checkout; the step before issue 16 also ran its single micro-batch in a
-one-iteration scan and selected each layer's attention mask with a where: those two changes are in every row.
+one-iteration scan, selected each layer's attention mask with a where and ran gate and up as two matmuls
+(layers.FUSED_GATE_UP_MAX): those changes are in every row.
 
 The policies run interleaved (one step of each per round) so that load from other jobs on a shared box hits
 them alike; the table has medians over rounds. The box's peak is a large fp32 matmul timed in the same rounds
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
+import inspect
 import json
 import os
 import platform
@@ -97,11 +100,14 @@ class Policy:
             state_shardings=self.shardings, teacher_params=None, mesh=mesh,
         )  # fmt: skip
         self.times, self.cpu = [], []
+        # a checkout from before issue 12 (e.g. the --baseline) still takes an unused rng argument
+        takes_rng = "rng" in inspect.signature(step_lib.train_step).parameters
+        self.extra = (jax.random.key(c.seed),) if takes_rng else ()
 
     def step(self, batch):
         """(wall seconds, process CPU seconds, loss) of one step."""
         t0, c0 = time.perf_counter(), time.process_time()
-        self.state, metrics = self.fn(self.state, None, batch)
+        self.state, metrics = self.fn(self.state, None, batch, *self.extra)
         metrics = jax.device_get(metrics)
         return time.perf_counter() - t0, time.process_time() - c0, float(metrics["loss"])
 

@@ -23,9 +23,14 @@ def test_logits_match_transformers(family, tmp_path):
     assert tiny_hf.rel_l2(ours, ref, mask) <= 1e-4
 
 
-@pytest.mark.parametrize("scan", [True, False])  # the layer scan, and the unrolled loop (scan_layers=False)
+# the layer scan with gate and up as two matmuls; the unrolled loop (scan_layers=False) with one [D, 2F] matmul
+@pytest.mark.parametrize("scan, one_gate_up_matmul", [(True, False), (False, True)])
 @pytest.mark.parametrize("family", ["gemma3", "qwen2_untied"])  # sliding + full layers; plain full layers
-def test_scanned_and_unrolled_layers_match_transformers(family, scan, tmp_path):
+def test_scanned_and_unrolled_layers_match_transformers(
+    family, scan, one_gate_up_matmul, tmp_path, monkeypatch
+):
+    if not one_gate_up_matmul:
+        monkeypatch.setattr(models.layers, "FUSED_GATE_UP_MAX", 0)
     hf = tiny_hf.build(family)
     hf.save_pretrained(tmp_path)
     model = models.from_pretrained(tmp_path)

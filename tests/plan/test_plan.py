@@ -6,8 +6,8 @@ device's program):
   resident = arguments            student params + AdamW moments (donated) + teacher params, vs the plan's
                                   resident lines (the batch and RNG, a few KiB, are in the arguments only);
   train    = temp                 everything the step allocates beyond its arguments (gradients, saved
-                                  activations, one block's working set, the loss chunk) vs the plan's train
-                                  phase;
+                                  activations, one block's working set, the loss chunk or the unchunked
+                                  loss's residuals) vs the plan's train phase;
   total    = arguments + outputs − aliased + temp, vs resident + train: what the step needs on a device.
 The new state is written into the donated one (aliased), so outputs add only the metrics.
 """
@@ -26,6 +26,7 @@ from jax.sharding import PartitionSpec as P
 from tsdkd_jax import models, parallel, plan, train
 from tsdkd_jax.plan import estimate, presets
 from tsdkd_jax.train import assets
+from tsdkd_jax.train import step as step_lib
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TINY = os.path.join(REPO, "configs", "tiny.py")
@@ -115,10 +116,16 @@ def _compiled(trainer, c):
     "overrides",
     [{}, {"student__remat": True}, {"data__batch_size": 64, "sampling__max_new_tokens": 64},
      {"optim__grad_accum": 2, "data__batch_size": 16, "mesh__fsdp": 2, "mesh__tensor": 2},
-     {"lora__rank": 8, "mesh__fsdp": 2, "mesh__tensor": 2}],
-    ids=["tiny", "remat", "activation_heavy", "accum_fsdp_tensor", "lora_fsdp_tensor"],
+     {"lora__rank": 8, "mesh__fsdp": 2, "mesh__tensor": 2},
+     {"student__remat": True, "FULL_LOGITS_MAX": 0}],
+    ids=["tiny", "remat", "activation_heavy", "accum_fsdp_tensor", "lora_fsdp_tensor", "remat_chunked_loss"],
 )  # fmt: skip
-def test_tiny_estimate_within_25_percent_of_compiled_memory(overrides, tmp_path):
+def test_tiny_estimate_within_25_percent_of_compiled_memory(overrides, tmp_path, monkeypatch):
+    """The tiny models (2 layers) run unrolled and their loss unchunked; with remat the layers scan, and with
+    step.FULL_LOGITS_MAX = 0 (read by the step and the planner alike) the loss is chunked."""
+    overrides = dict(overrides)
+    if "FULL_LOGITS_MAX" in overrides:
+        monkeypatch.setattr(step_lib, "FULL_LOGITS_MAX", overrides.pop("FULL_LOGITS_MAX"))
     c = _tiny(**overrides)
     t = train.Trainer(c, str(tmp_path))
     try:
@@ -159,7 +166,7 @@ def test_cli_prints_the_table(tmp_path):
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     for what in ("student params", "optimizer state", "teacher params", "gradients", "KV cache",
-                 "activations (saved)", "loss chunk", "fits in 80.00 GiB", "data=1 × fsdp=4 × tensor=2"):  # fmt: skip
+                 "activations (saved)", "loss", "fits in 80.00 GiB", "data=1 × fsdp=4 × tensor=2"):  # fmt: skip
         assert what in out.stdout, out.stdout
 
 

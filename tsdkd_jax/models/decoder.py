@@ -2,11 +2,10 @@
 
 Per-layer parameters are stacked on a leading "layers" axis and the blocks run under `jax.lax.scan`, so a
 48-layer model compiles one block. Per-layer differences (RoPE base, sliding window) are scanned arrays.
-`scan_layers=False` runs the full forward (no KV cache) as a Python loop over the layers instead: the scan's
-stacked residual buffers (zero-filled, written and re-sliced every step) cost more than the blocks' own math
-at the testbed's sizes on CPU (1.2x on its SFT step, benchmarks/small_bench.py); the math is the same. It is
-off by default (UNROLL_MAX_LAYERS = 0) because the memory planner (plan/) models the scanned layout, which
-the unrolled program's compiled temporaries do not follow (tests/plan: 35-56 % off).
+Models of at most UNROLL_MAX_LAYERS layers without remat (or `scan_layers=False`) run the full forward (no KV
+cache) as a Python loop over the layers instead: the scan's stacked residual buffers (zero-filled, written and
+re-sliced every step) cost more than the blocks' own math at the testbed's sizes on CPU (1.2x on its SFT
+step, benchmarks/small_bench.py); the math is the same. The memory planner models both (plan/activations.py).
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from tsdkd_jax.models.config import ModelConfig
 from tsdkd_jax.models.layers import attention_masks, block, rms_norm, softcap
 from tsdkd_jax.models.rope import layer_inv_freqs
 
-UNROLL_MAX_LAYERS = 0  # scan_layers=None: unroll the full forward of models this shallow (0: never)
+UNROLL_MAX_LAYERS = 4  # scan_layers=None: unroll the full forward of models this shallow (0: never)
 
 
 def layer_param_specs(config: ModelConfig) -> dict[str, tuple[tuple[int, ...], tuple[str, ...]]]:
@@ -101,7 +100,9 @@ class Decoder(nnx.Module):
         self.config = config
         self.dtype = jnp.dtype(dtype)
         self.remat = remat
-        self.scan_layers = scan_layers  # None: scan unless ≤ UNROLL_MAX_LAYERS layers (full forward only)
+        self.scan_layers = (
+            scan_layers  # None: scans_layers' rule (the full forward only; the cache path scans)
+        )
         V, D = config.vocab_size, config.hidden_size
         self.embed = _param(rngs, (V, D), ("vocab", "embed"), param_dtype, "normal")
         self.layers = LayerStack(config, rngs=rngs, param_dtype=param_dtype)
@@ -200,19 +201,29 @@ class Decoder(nnx.Module):
             x, kv = block(c, p, x, positions_BT, inv_freq_F, mask_BTS, kv, write_index)
             return x, kv
 
-        if self.remat:
-            body = jax.checkpoint(body, prevent_cse=False)
+        unrolled = kv_cache is None and not self._scans()
+        if self.remat:  # unrolled blocks need prevent_cse, or XLA merges the recomputation into the forward
+            body = jax.checkpoint(body, prevent_cse=unrolled)
         arrays = self.layers.arrays()
         if (adapters := getattr(self, "lora", None)) is not None:  # a LoRA student (models/lora.py)
             arrays["lora"] = adapters.arrays()
         xs = (arrays, inv_freq_LF, sliding_L, kv_cache)
-        if kv_cache is None and not self._scans():
+        if unrolled:
             return _unrolled(body, x_BTD, xs, c.num_layers), None
         return jax.lax.scan(body, x_BTD, xs)
 
     def _scans(self) -> bool:
-        scan = getattr(self, "scan_layers", None)  # absent on graphdefs saved before the field existed
-        return self.config.num_layers > UNROLL_MAX_LAYERS if scan is None else bool(scan)
+        # scan_layers is absent on graphdefs saved before the field existed
+        return scans_layers(self.config.num_layers, self.remat, getattr(self, "scan_layers", None))
+
+
+def scans_layers(num_layers: int, remat: bool, scan_layers: bool | None = None) -> bool:
+    """Whether the full forward runs its layers under lax.scan: `scan_layers` when set, else unless the model
+    has at most UNROLL_MAX_LAYERS layers and no remat (XLA on CPU schedules an unrolled block's recomputation
+    right after its forward, so remat saves nothing outside the scan: measured by tests/plan's remat case)."""
+    if scan_layers is not None:
+        return bool(scan_layers)
+    return num_layers > UNROLL_MAX_LAYERS or remat
 
 
 def _unrolled(body, x, xs, num_layers: int):

@@ -105,8 +105,24 @@ def attention(config: ModelConfig, p: dict, x_BTD, positions_BT, inv_freq_F, mas
     return out_BTD, (None if kv_cache is None else (k_BSKH, v_BSKH))
 
 
+# MLPs at most this wide compute gate and up as one [D, 2F] matmul (the two weights concatenated each step):
+# at the testbed's widths (96 → 256) one larger matmul and one weight-gradient transpose instead of two take
+# 1.15x less time for the whole SFT step on CPU (benchmarks/RESULTS.md); wide models keep two matmuls (no
+# per-step copy of large weights, no concatenation across tensor-parallel shards).
+FUSED_GATE_UP_MAX = 1024
+
+
+def _gate_up(config: ModelConfig, p: dict, x_BTD):
+    lora = p.get("lora", {})
+    if config.intermediate_size > FUSED_GATE_UP_MAX or "gate" in lora or "up" in lora:
+        return project(p, "gate", x_BTD), project(p, "up", x_BTD)
+    w_DF2 = jnp.concatenate([p["gate"], p["up"]], axis=1).astype(x_BTD.dtype)
+    gate_up_BTF2 = jnp.einsum("BTD,DF->BTF", x_BTD, w_DF2)
+    return jnp.split(gate_up_BTF2, 2, axis=-1)
+
+
 def mlp(config: ModelConfig, p: dict, x_BTD):
-    gate_BTF, up_BTF = project(p, "gate", x_BTD), project(p, "up", x_BTD)
+    gate_BTF, up_BTF = _gate_up(config, p, x_BTD)
     act = jax.nn.silu if config.activation == "silu" else lambda g: jax.nn.gelu(g, approximate=True)
     return project(p, "down", act(gate_BTF) * up_BTF)
 

@@ -9,9 +9,9 @@ student's on-policy rollouts, with the teacher's cache and weights too under SKD
 the teacher's for seqkd and the held-out eval: KV cache, the compute-dtype
 copy of the weights with fsdp shards gathered, or with sampling.gather_weights=False one block's gathered
 weights at a time, the prefill) and the train step (gradients, saved activations, one block's working
-set, the loss chunk) are separate programs run one after the other, so peak = resident + the largest phase.
+set, the loss chunk or the unchunked loss; activations.py) are separate programs run one after the other, so peak = resident + the largest phase.
 Within a phase, lasting lines add up and of the transient ones (working sets that exist one at a time: a
-block, a loss chunk, the prefill) only the largest counts. tests/plan compares this with XLA's compiled
+block, the loss, the prefill) only the largest counts. tests/plan compares this with XLA's compiled
 memory analysis of the tiny config's train step.
 """
 
@@ -25,16 +25,13 @@ import numpy as np
 from jax.sharding import AbstractMesh, AxisType
 
 from tsdkd_jax.models import lora
-from tsdkd_jax.models.decoder import layer_param_specs
-from tsdkd_jax.parallel import DEFAULT_RULES, logical_to_sharding
+from tsdkd_jax.models.decoder import layer_param_specs, scans_layers
+from tsdkd_jax.parallel import DEFAULT_RULES
 from tsdkd_jax.parallel.mesh import AXES
+from tsdkd_jax.plan.activations import F32, block_bytes, loss_bytes, shard_elems, split, student_activations
 from tsdkd_jax.plan.report import Line, Plan
 from tsdkd_jax.train import methods
-
-F32 = 4
-# Live [tokens, V] float32 buffers of one loss chunk: both sides' logits, log-softmaxes and probabilities,
-# the JSD mixture and its log (forward), then the chunk's recomputation and cotangents in the backward pass.
-LOSS_BUFFERS = 10
+from tsdkd_jax.train import step as step_lib
 
 
 def abstract_mesh(sizes) -> AbstractMesh:
@@ -52,10 +49,6 @@ def resolve_mesh(sizes, num_devices: int | None) -> tuple[int, int, int]:
     return tuple(sizes)
 
 
-def _shard_elems(names, shape, mesh, rules) -> int:
-    return math.prod(logical_to_sharding(names, mesh, rules, shape).shard_shape(tuple(shape)))
-
-
 def param_tensors(cfg, vocab_size: int | None = None) -> list[tuple[tuple[int, ...], tuple[str, ...]]]:
     """(shape, logical names) of every parameter of the decoder (as models.Decoder creates them)."""
     v, d = vocab_size or cfg.vocab_size, cfg.hidden_size
@@ -69,7 +62,7 @@ def param_tensors(cfg, vocab_size: int | None = None) -> list[tuple[tuple[int, .
 
 def param_bytes(cfg, mesh, rules, itemsize: int, vocab_size: int | None = None) -> int:
     """Bytes of one device's shard of every parameter."""
-    return sum(_shard_elems(n, s, mesh, rules) * itemsize for s, n in param_tensors(cfg, vocab_size))
+    return sum(shard_elems(n, s, mesh, rules) * itemsize for s, n in param_tensors(cfg, vocab_size))
 
 
 def lora_bytes(cfg, config, mesh, rules, itemsize: int) -> int:
@@ -77,15 +70,15 @@ def lora_bytes(cfg, config, mesh, rules, itemsize: int) -> int:
     if "lora" not in config or not config.lora.rank:
         return 0
     specs = [lora.adapter_specs(cfg, t, config.lora.rank) for t in lora.targets_of(config.lora)]
-    return sum(_shard_elems(n, s, mesh, rules) * itemsize for a, b, _ in specs for s, n in (a, b))
+    return sum(shard_elems(n, s, mesh, rules) * itemsize for a, b, _ in specs for s, n in (a, b))
 
 
 def layer_gather_bytes(cfg, mesh, rules, itemsize: int) -> int:
     """One block's weights as a device holds them while computing it: fsdp shards all-gathered (0 without
     fsdp sharding)."""
     layer = [(s[1:], n[1:]) for s, n in param_tensors(cfg) if n[0] == "layers"]
-    kept = sum(_shard_elems(n, s, mesh, rules) for s, n in layer)
-    full = sum(_shard_elems(n, s, mesh, {**rules, "embed": None}) for s, n in layer)
+    kept = sum(shard_elems(n, s, mesh, rules) for s, n in layer)
+    full = sum(shard_elems(n, s, mesh, {**rules, "embed": None}) for s, n in layer)
     return 0 if full == kept else full * itemsize
 
 
@@ -95,49 +88,23 @@ def decode_copy_bytes(cfg, mesh, rules, param_item: int, compute_item: int, voca
     the sampling rules, "embed" replicated)."""
     narrow = min(param_item, compute_item)
     tensors = param_tensors(cfg, vocab_size)
-    return sum(_shard_elems(n, s, mesh, rules) * (param_item if "norm" in n else narrow) for s, n in tensors)
+    return sum(shard_elems(n, s, mesh, rules) * (param_item if "norm" in n else narrow) for s, n in tensors)
 
 
 def streamed_gather_bytes(cfg, mesh, rules, itemsize: int, vocab_size=None) -> int:
     """gather_weights=False: the most one device gathers at a time, one block's weights or the vocab table
     (the unembedding), fsdp shards only (`rules`: the model's own)."""
     v, d = vocab_size or cfg.vocab_size, cfg.hidden_size
-    kept = _shard_elems(("vocab", "embed"), (v, d), mesh, rules)
-    full = _shard_elems(("vocab", "embed"), (v, d), mesh, {**rules, "embed": None})
+    kept = shard_elems(("vocab", "embed"), (v, d), mesh, rules)
+    full = shard_elems(("vocab", "embed"), (v, d), mesh, {**rules, "embed": None})
     table = 0 if full == kept else full * itemsize
     return max(layer_gather_bytes(cfg, mesh, rules, itemsize), table)
-
-
-def _split(name: str, size: int, mesh, rules) -> int:
-    """Per-device extent of a dimension of logical `name` (unsplit when not divisible, as the rules do)."""
-    return _shard_elems((name,), (size,), mesh, rules)
-
-
-def block_bytes(cfg, rows: int, q_len: int, k_len: int, itemsize: int, mesh, rules, residuals=True) -> int:
-    """One transformer block for `rows` × `q_len` queries over `k_len` keys. residuals=True: what the block
-    keeps for its backward pass (the residuals jax's AD saves for layers.block, as listed by
-    jax.ad_checkpoint.print_saved_residuals); False: the live set of a forward-only block (teacher,
-    prefill), where XLA frees each intermediate once consumed."""
-    heads, kv = _split("heads", cfg.num_heads, mesh, rules), _split("kv_heads", cfg.num_kv_heads, mesh, rules)
-    ffw, tokens, d, h = (
-        _split("mlp", cfg.intermediate_size, mesh, rules),
-        rows * q_len,
-        cfg.hidden_size,
-        cfg.head_dim,
-    )
-    scores = rows * heads * q_len * k_len * (2 * F32 + 1)  # masked f32 logits, f32 softmax, the bool mask
-    if not residuals:
-        return scores + tokens * ((3 * d + 2 * ffw + (heads + 2 * kv) * h) * itemsize)
-    hidden = tokens * d * (5 * itemsize + 2 * F32)  # residual stream, norm outputs; the norms' f32 upcasts
-    qkv = tokens * (2 * heads + 6 * kv) * h * itemsize  # q (and its grouped view), k and v before/after RoPE
-    mlp = tokens * 6 * ffw * itemsize  # gate, up, the activation's pieces, act(gate) · up
-    return hidden + qkv + scores + mlp
 
 
 def _kv_cache(cfg, batch: int, slots: int, itemsize: int, mesh, rules) -> int:
     names = ("layers", "batch", "length", "kv_heads", "head_dim")
     shape = (cfg.num_layers, batch, slots, cfg.num_kv_heads, cfg.head_dim)
-    return 2 * _shard_elems(names, shape, mesh, rules) * itemsize
+    return 2 * shard_elems(names, shape, mesh, rules) * itemsize
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,11 +198,11 @@ def _samplers(x: _Setting) -> list[tuple]:
 def _sampling_lines(x: _Setting, phase, cfg, item, p_item, m_rules, vocab) -> list[Line]:
     c, mesh, s_rules = x.c, x.mesh, x.s_rules
     b, p_len, t_len = c.data.batch_size, c.data.max_prompt_len, x.t_len
-    rows_s = _shard_elems(("batch",), (b,), mesh, s_rules)
+    rows_s = shard_elems(("batch",), (b,), mesh, s_rules)
     cache = _kv_cache(cfg, b, t_len - 1, item, mesh, s_rules)
     kept = param_bytes(cfg, mesh, m_rules, p_item, vocab)
     prefill = block_bytes(cfg, rows_s, p_len, t_len - 1, item, mesh, s_rules, residuals=False)
-    prefill += rows_s * _split("vocab", vocab or cfg.vocab_size, mesh, s_rules) * F32
+    prefill += rows_s * split("vocab", vocab or cfg.vocab_size, mesh, s_rules) * F32
     note = f"{cfg.num_layers} layers, {b} prompts × {t_len - 1} slots (the global batch)"
     lines = [Line("KV cache", phase, cache, note)]
     # sampling.generate casts on the shards (a copy only when that narrows them); then it gathers them
@@ -262,19 +229,16 @@ def _train_lines(x: _Setting) -> list[Line]:
     """The train step, per micro-batch of b / k rows."""
     c, student, teacher, mesh, rules, t_len = x.c, x.student, x.teacher, x.mesh, x.rules, x.t_len
     b, k, n_len = c.data.batch_size, c.optim.grad_accum, c.sampling.max_new_tokens
-    rows = _shard_elems(("batch",), (b // k,), mesh, rules)
+    rows = shard_elems(("batch",), (b // k,), mesh, rules)
     grads_note = c.student.param_dtype + (" + accumulator" if k > 1 else "")
     lines = [Line("gradients", "train", x.trained * (2 if k > 1 else 1), grads_note)]
-    block_s = block_bytes(student, rows, t_len, t_len, x.cs, mesh, rules)
-    carry = rows * t_len * student.hidden_size * x.cs
-    if c.student.remat:  # the scan keeps each block's input; a block's residuals are recomputed in backward
-        # (measured: XLA frees the recomputed residuals as the cotangents form; the f32 score cotangent stays)
-        cotangent = _split("heads", student.num_heads, mesh, rules) * rows * t_len * t_len * F32
-        saved, working, how = student.num_layers * carry, block_s + cotangent, "remat: each block's input"
-    else:
-        saved, working, how = student.num_layers * block_s, block_s, "no remat: each block's residuals"
+    remat = bool(c.student.remat)
+    saved, working, how = student_activations(
+        student, rows, t_len, x.cs, mesh, rules, remat=remat, scans=scans_layers(student.num_layers, remat)
+    )
     working += 2 * layer_gather_bytes(student, mesh, rules, x.sp)  # the gathered weights and their gradient
-    saved += 4 * carry  # embeddings, final hidden states, the response slice and its cotangent
+    saved += 4 * rows * t_len * student.hidden_size * x.cs  # embeddings, final hidden states, the response
+    # slice and its cotangent
     if teacher is not None:
         saved += rows * n_len * teacher.hidden_size * x.ct  # the teacher's response hidden states
     lines.append(Line("activations (saved)", "train", saved, f"{rows} rows × {t_len} tokens, {how}"))
@@ -285,11 +249,9 @@ def _train_lines(x: _Setting) -> list[Line]:
         t_block += layer_gather_bytes(teacher, mesh, x.t_rules, x.ct)
         note = "frozen: one block at a time (+ fsdp-gathered weights)"
         lines.append(Line("teacher block forward", "train", t_block, note, True))
-    tokens = min(c.loss.chunk_size, (b // k) * n_len)
-    tok_dev = -(-tokens // ((b // k) // rows))  # each chunk is spread over the batch shards (chunked.py)
-    v_dev = _split("vocab", max(x.s_vocab, teacher.vocab_size if teacher is not None else 0), mesh, rules)
-    loss = LOSS_BUFFERS * tok_dev * v_dev * F32
-    lines.append(
-        Line("loss chunk", "train", loss, f"{tok_dev} tokens × {v_dev} vocab × {LOSS_BUFFERS} f32", True)
-    )
+    spec = step_lib.make_spec(c, pad_id=0, mesh=None, batch_axes=None)
+    t_vocab = teacher.vocab_size if teacher is not None else None
+    loss, note = loss_bytes(spec, b // k, (b // k) * n_len, x.s_vocab, t_vocab, mesh, rules)
+    # its residuals and working set are gone before the student's blocks run backward: transient as well
+    lines.append(Line("loss chunk" if "vocab" in note else "loss (unchunked)", "train", loss, note, True))
     return lines

@@ -31,11 +31,9 @@ from tsdkd_jax.train import diagnostics, methods
 from tsdkd_jax.train import objectives as obj
 from tsdkd_jax.train import state as state_lib
 
-# Below this many logit entries per micro-batch (16 MiB in f32) the loss runs on all tokens at once: at a small
-# vocabulary the chunk scan and its rematerialisation might cost more than the logits' memory (the testbed: 419).
-# Off (0) by default: no gain was measured on CPU (benchmarks/small_bench.py's full_loss row), and the memory
-# planner (plan/) models the chunked loss.
-FULL_LOGITS_MAX = 0
+# Below this many logit entries per micro-batch (16 MiB in f32) the loss runs on all tokens at once, without the
+# chunk scan and its rematerialisation (the testbed: vocab 419); plan/activations.py counts its residuals.
+FULL_LOGITS_MAX = 2**22
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,10 +82,21 @@ def response_hidden(model, mb, n: int):
 
 
 def loss_chunk(spec: StepSpec, hs, *models) -> int:
-    """The loss's chunk size for response hidden states [B, N, D]; 0 (unchunked) when the largest model's
-    logits of all B·N tokens have at most spec.full_logits_max entries."""
+    """The loss's chunk size for response hidden states [B, N, D] (head_chunk's size rule)."""
     vocab = max(m.config.vocab_size for m in models if m is not None)
-    return 0 if hs.shape[0] * hs.shape[1] * vocab <= spec.full_logits_max else spec.chunk_size
+    return head_chunk(spec, hs.shape[0] * hs.shape[1], vocab, size_rule_only=True)
+
+
+def head_chunk(spec: StepSpec, tokens: int, vocab: int, size_rule_only=False) -> int:
+    """The loss head's (_head's) chunk size for one micro-batch's `tokens` response tokens, `vocab` the larger
+    model's: 0 (unchunked) when their logits have at most spec.full_logits_max entries; MiniLLM and the fused
+    loss always chunk by spec.chunk_size (unless size_rule_only). The memory planner asks this."""
+    cfg = spec.loss_cfg
+    if not size_rule_only and (
+        isinstance(cfg, minillm.MiniLLMConfig) or (spec.fused and isinstance(cfg, losses.LossConfig))
+    ):
+        return spec.chunk_size
+    return 0 if tokens * vocab <= spec.full_logits_max else spec.chunk_size
 
 
 def kd_stats(hs, ht, *, student, teacher, spec: StepSpec) -> dict[str, jax.Array]:
@@ -208,15 +217,8 @@ def student_grads(
     th0 = None
     if teacher is not None:
         th0 = jax.eval_shape(lambda mb: response_hidden(teacher, mb, mb["labels"].shape[-1]), mb0)
-    _, aux_s = jax.eval_shape(
-        lambda p, mb, th, sm: _micro_loss(
-            p, mb, th, sm, counts, graphdef=graphdef, teacher=teacher, spec=spec
-        ),
-        params,
-        mb0,
-        th0,
-        sm0,
-    )
+    _, aux_s = jax.eval_shape(lambda p, mb, th, sm: _micro_loss(p, mb, th, sm, counts, graphdef=graphdef,
+                                                                teacher=teacher, spec=spec), params, mb0, th0, sm0)  # fmt: skip
     zeros = lambda tree: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), tree)
     carry = (jax.tree.map(jnp.zeros_like, trainable), *zeros(aux_s))
     xs = (mbs, sel_all, teacher_hiddens)
