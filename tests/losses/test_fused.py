@@ -24,8 +24,8 @@ def _policy(divergence):  # teacher mass on ids the student lacks makes KL(p_Tâ€
     return "truncate_teacher" if divergence == "fkl" else "pad_student"
 
 
-def _pair(chunk, **kw):
-    p = PROBLEM
+def _pair(chunk, p=PROBLEM, rows=None, **kw):
+    """(chunked reference, fused loss) on problem p; rows: the student's logits at given ids (fused_rows)."""
     common = {"chunk_size": chunk, "vocab_policy": _policy(kw.get("divergence", "gjsd")), **KW, **kw}
 
     def reference(hs, ws):
@@ -35,7 +35,7 @@ def _pair(chunk, **kw):
     def fused_loss(hs, ws):
         return fused.fused_tsdkd_loss(
             hs, p.ht, p.mask, student_unembed=lambda w, h: student_unembed(h, w), student_params=ws,
-            teacher_unembed=lambda w, h: h @ w, teacher_params=p.wt, **common,
+            teacher_unembed=lambda w, h: h @ w, teacher_params=p.wt, student_unembed_rows=rows, **common,
         )  # fmt: skip
 
     return reference, fused_loss

@@ -8,14 +8,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from loss_problems import make_problem, rel_err, student_unembed
-from test_fused import DIVERGENCES, KW, _policy, _vocab_matmuls
+from loss_problems import rel_err
+from test_fused import DIVERGENCES, KW, PROBLEM, _pair, _vocab_matmuls
 
 from tsdkd_jax import losses as L
 from tsdkd_jax.losses import fused, fused_rows
 from tsdkd_jax.losses import selection as sel
-
-PROBLEM = make_problem(b=3, t=7, vs=40, vt=48, seed=5)
 
 
 def rows_unembed(w, h, ids, cap=30.0):
@@ -24,19 +22,7 @@ def rows_unembed(w, h, ids, cap=30.0):
 
 
 def _losses(p, chunk, **kw):
-    common = {"chunk_size": chunk, "vocab_policy": _policy(kw.get("divergence", "gjsd")), **KW, **kw}
-
-    def reference(hs, ws):
-        s_fn, t_fn = (lambda h: student_unembed(h, ws)), (lambda h: h @ p.wt)
-        return L.chunked_tsdkd_loss(hs, p.ht, p.mask, student_unembed=s_fn, teacher_unembed=t_fn, **common)
-
-    def rowwise(hs, ws):
-        return fused.fused_tsdkd_loss(
-            hs, p.ht, p.mask, student_unembed=lambda w, h: student_unembed(h, w), student_params=ws,
-            teacher_unembed=lambda w, h: h @ w, teacher_params=p.wt, student_unembed_rows=rows_unembed, **common,
-        )  # fmt: skip
-
-    return reference, rowwise
+    return _pair(chunk, p, rows_unembed, **kw)
 
 
 def _assert_same(p, reference, rowwise):
