@@ -70,6 +70,46 @@ def attention_masks(q_pos_BT, q_slot_BT, k_pos_BS, k_valid_BS, window: int | Non
     return full_BTS, full_BTS & near_BTS
 
 
+def _scores_to_probs(config: ModelConfig, logits, mask):
+    """Scaled, soft-capped, masked softmax in float32 (`mask` broadcasts against `logits`)."""
+    logits = softcap(logits * config.attn_scale, config.attn_logit_softcap)
+    return jax.nn.softmax(jnp.where(mask, logits, _MASKED), axis=-1)
+
+
+def _grouped_rows_attention(config: ModelConfig, q_BTNH, k_BSKH, v_BSKH, mask_BTS):
+    """Attention without a cache, each KV head's G query heads stacked as G·T rows of one [G·T, S] score
+    matrix: heads-major operands make both matmuls plain batched matmuls over (B, K) whose scores come out in
+    the softmax's layout (the [B,T,K,G,H] operand made XLA transpose every [.., T, S] score tensor, the
+    largest cost of a short-sequence CPU step). Only q, k, v and the output are transposed: O(T·H), not O(T·S).
+    """
+    dtype = q_BTNH.dtype
+    B, T, N, H = q_BTNH.shape
+    K = k_BSKH.shape[2]
+    G = N // K
+    q_BKRH = q_BTNH.reshape(B, T, K, G, H).transpose(0, 2, 3, 1, 4).reshape(B, K, G * T, H)
+    k_BKSH = k_BSKH.astype(dtype).transpose(0, 2, 1, 3)
+    v_BKSH = v_BSKH.astype(dtype).transpose(0, 2, 1, 3)
+    logits_BKRS = jnp.einsum("BKRH,BKSH->BKRS", q_BKRH, k_BKSH, preferred_element_type=jnp.float32)
+    mask_B1RS = jnp.tile(mask_BTS, (1, G, 1))[:, None]  # row g·T + t is query t's
+    probs_BKRS = _scores_to_probs(config, logits_BKRS, mask_B1RS).astype(dtype)
+    out_BKRH = jnp.einsum("BKRS,BKSH->BKRH", probs_BKRS, v_BKSH)
+    return out_BKRH.reshape(B, K, G, T, H).transpose(0, 3, 1, 2, 4).reshape(B, T, N, H)
+
+
+def _cached_attention(config: ModelConfig, q_BTNH, k_BSKH, v_BSKH, mask_BTS):
+    """Attention against a [B, S, K, H] cache, read in its own layout (no per-step copy of the cache)."""
+    dtype = q_BTNH.dtype
+    B, T, N, H = q_BTNH.shape
+    K = k_BSKH.shape[2]
+    q_BTKGH = q_BTNH.reshape(B, T, K, N // K, H)
+    logits_BKGTS = jnp.einsum(
+        "BTKGH,BSKH->BKGTS", q_BTKGH, k_BSKH.astype(dtype), preferred_element_type=jnp.float32
+    )
+    probs_BKGTS = _scores_to_probs(config, logits_BKGTS, mask_BTS[:, None, None, :, :]).astype(dtype)
+    out_BTKGH = jnp.einsum("BKGTS,BSKH->BTKGH", probs_BKGTS, v_BSKH.astype(dtype))
+    return out_BTKGH.reshape(B, T, N, H)
+
+
 def attention(config: ModelConfig, p: dict, x_BTD, positions_BT, inv_freq_F, mask_BTS, kv_cache, write_index):
     """Self-attention; with `kv_cache` = (k_BSKH, v_BSKH) the new keys are written at `write_index` first."""
     dtype = x_BTD.dtype
@@ -84,25 +124,13 @@ def attention(config: ModelConfig, p: dict, x_BTD, positions_BT, inv_freq_F, mas
     q_BTNH = apply_rope(q_BTNH, positions_BT, inv_freq_F)
     k_BTKH = apply_rope(k_BTKH, positions_BT, inv_freq_F)
     if kv_cache is None:
-        k_BSKH, v_BSKH = k_BTKH, v_BTKH
-    else:
-        k_cache, v_cache = kv_cache
-        at = (0, write_index, 0, 0)
-        k_BSKH = jax.lax.dynamic_update_slice(k_cache, k_BTKH.astype(k_cache.dtype), at)
-        v_BSKH = jax.lax.dynamic_update_slice(v_cache, v_BTKH.astype(v_cache.dtype), at)
-    B, T, N, H = q_BTNH.shape
-    K = k_BSKH.shape[2]
-    q_BTKGH = q_BTNH.reshape(B, T, K, N // K, H)
-    # Scores and softmax in float32: bf16 logits lose the small differences that decide attention.
-    logits_BKGTS = jnp.einsum(
-        "BTKGH,BSKH->BKGTS", q_BTKGH, k_BSKH.astype(dtype), preferred_element_type=jnp.float32
-    )
-    logits_BKGTS = softcap(logits_BKGTS * config.attn_scale, config.attn_logit_softcap)
-    logits_BKGTS = jnp.where(mask_BTS[:, None, None, :, :], logits_BKGTS, _MASKED)
-    probs_BKGTS = jax.nn.softmax(logits_BKGTS, axis=-1).astype(dtype)
-    out_BTKGH = jnp.einsum("BKGTS,BSKH->BTKGH", probs_BKGTS, v_BSKH.astype(dtype))
-    out_BTD = project(p, "o", out_BTKGH.reshape(B, T, N, H))
-    return out_BTD, (None if kv_cache is None else (k_BSKH, v_BSKH))
+        return project(p, "o", _grouped_rows_attention(config, q_BTNH, k_BTKH, v_BTKH, mask_BTS)), None
+    k_cache, v_cache = kv_cache
+    at = (0, write_index, 0, 0)
+    k_BSKH = jax.lax.dynamic_update_slice(k_cache, k_BTKH.astype(k_cache.dtype), at)
+    v_BSKH = jax.lax.dynamic_update_slice(v_cache, v_BTKH.astype(v_cache.dtype), at)
+    out_BTNH = _cached_attention(config, q_BTNH, k_BSKH, v_BSKH, mask_BTS)
+    return project(p, "o", out_BTNH), (k_BSKH, v_BSKH)
 
 
 # MLPs at most this wide compute gate and up as one [D, 2F] matmul (the two weights concatenated each step):
