@@ -6,6 +6,8 @@ per kv head, H head dim, F ffw hidden, V vocab, L layers.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -70,10 +72,9 @@ def attention_masks(q_pos_BT, q_slot_BT, k_pos_BS, k_valid_BS, window: int | Non
     return full_BTS, full_BTS & near_BTS
 
 
-def _scores_to_probs(config: ModelConfig, logits, mask):
+def _scores_to_probs(logits, mask, scale: float, cap: float | None):
     """Scaled, soft-capped, masked softmax in float32 (`mask` broadcasts against `logits`)."""
-    logits = softcap(logits * config.attn_scale, config.attn_logit_softcap)
-    return jax.nn.softmax(jnp.where(mask, logits, _MASKED), axis=-1)
+    return jax.nn.softmax(jnp.where(mask, softcap(logits * scale, cap), _MASKED), axis=-1)
 
 
 def _grouped_rows_attention(config: ModelConfig, q_BTNH, k_BSKH, v_BSKH, mask_BTS):
@@ -89,11 +90,51 @@ def _grouped_rows_attention(config: ModelConfig, q_BTNH, k_BSKH, v_BSKH, mask_BT
     q_BKRH = q_BTNH.reshape(B, T, K, G, H).transpose(0, 2, 3, 1, 4).reshape(B, K, G * T, H)
     k_BKSH = k_BSKH.astype(dtype).transpose(0, 2, 1, 3)
     v_BKSH = v_BSKH.astype(dtype).transpose(0, 2, 1, 3)
-    logits_BKRS = jnp.einsum("BKRH,BKSH->BKRS", q_BKRH, k_BKSH, preferred_element_type=jnp.float32)
     mask_B1RS = jnp.tile(mask_BTS, (1, G, 1))[:, None]  # row g·T + t is query t's
-    probs_BKRS = _scores_to_probs(config, logits_BKRS, mask_B1RS).astype(dtype)
-    out_BKRH = jnp.einsum("BKRS,BKSH->BKRH", probs_BKRS, v_BKSH)
+    if config.attn_logit_softcap is None:
+        out_BKRH = rows_attention(config.attn_scale, q_BKRH, k_BKSH, v_BKSH, mask_B1RS)
+    else:  # the soft-cap's derivative is left to AD
+        out_BKRH = _rows_attention_fwd(
+            config.attn_scale, config.attn_logit_softcap, q_BKRH, k_BKSH, v_BKSH, mask_B1RS
+        )[0]
     return out_BKRH.reshape(B, K, G, T, H).transpose(0, 3, 1, 2, 4).reshape(B, T, N, H)
+
+
+def _rows_attention_fwd(scale, cap, q_BKRH, k_BKSH, v_BKSH, mask_B1RS):
+    """(output, saved for the backward) of softmax(mask(scale · q·kᵀ))·v over grouped rows."""
+    logits_BKRS = jnp.einsum("BKRH,BKSH->BKRS", q_BKRH, k_BKSH, preferred_element_type=jnp.float32)
+    probs_BKRS = _scores_to_probs(logits_BKRS, mask_B1RS, scale, cap)
+    out_BKRH = jnp.einsum("BKRS,BKSH->BKRH", probs_BKRS.astype(v_BKSH.dtype), v_BKSH)
+    return out_BKRH, (q_BKRH, k_BKSH, v_BKSH, mask_B1RS, probs_BKRS, out_BKRH)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def rows_attention(scale: float, q_BKRH, k_BKSH, v_BKSH, mask_B1RS):
+    """Grouped-rows attention (no soft-cap) with a hand-written backward: every backward matmul is
+    [rows, inner] x [inner, cols] up to small transposes of q and dO (dKᵀ = qᵀ·dS, dVᵀ = dOᵀ·P), and the
+    softmax's row term is Σ_h dO·O instead of Σ_s P·dP, one pass fewer over the [R, S] scores. Fully masked
+    rows (padding queries) pass no gradient to q and k, as under AD of the masked softmax."""
+    return _rows_attention_fwd(scale, None, q_BKRH, k_BKSH, v_BKSH, mask_B1RS)[0]
+
+
+def _rows_attention_vjp_fwd(scale, q_BKRH, k_BKSH, v_BKSH, mask_B1RS):
+    return _rows_attention_fwd(scale, None, q_BKRH, k_BKSH, v_BKSH, mask_B1RS)
+
+
+def _rows_attention_vjp_bwd(scale, saved, dout_BKRH):
+    q_BKRH, k_BKSH, v_BKSH, mask_B1RS, probs_BKRS, out_BKRH = saved
+    dtype = q_BKRH.dtype
+    dout_BKRH = dout_BKRH.astype(dtype)
+    dprobs_BKRS = jnp.einsum("BKRH,BKSH->BKRS", dout_BKRH, v_BKSH, preferred_element_type=jnp.float32)
+    row_BKR1 = jnp.sum(dout_BKRH.astype(jnp.float32) * out_BKRH.astype(jnp.float32), -1, keepdims=True)
+    dlogits_BKRS = jnp.where(mask_B1RS, probs_BKRS * (dprobs_BKRS - row_BKR1) * scale, 0.0).astype(dtype)
+    dq_BKRH = jnp.einsum("BKRS,BKSH->BKRH", dlogits_BKRS, k_BKSH)
+    dk_BKHS = jnp.einsum("BKHR,BKRS->BKHS", q_BKRH.transpose(0, 1, 3, 2), dlogits_BKRS)
+    dv_BKHS = jnp.einsum("BKHR,BKRS->BKHS", dout_BKRH.transpose(0, 1, 3, 2), probs_BKRS.astype(dtype))
+    return dq_BKRH, dk_BKHS.transpose(0, 1, 3, 2), dv_BKHS.transpose(0, 1, 3, 2), None
+
+
+rows_attention.defvjp(_rows_attention_vjp_fwd, _rows_attention_vjp_bwd)
 
 
 def _cached_attention(config: ModelConfig, q_BTNH, k_BSKH, v_BSKH, mask_BTS):
@@ -105,8 +146,9 @@ def _cached_attention(config: ModelConfig, q_BTNH, k_BSKH, v_BSKH, mask_BTS):
     logits_BKGTS = jnp.einsum(
         "BTKGH,BSKH->BKGTS", q_BTKGH, k_BSKH.astype(dtype), preferred_element_type=jnp.float32
     )
-    probs_BKGTS = _scores_to_probs(config, logits_BKGTS, mask_BTS[:, None, None, :, :]).astype(dtype)
-    out_BTKGH = jnp.einsum("BKGTS,BSKH->BTKGH", probs_BKGTS, v_BSKH.astype(dtype))
+    mask_B11TS = mask_BTS[:, None, None, :, :]
+    probs_BKGTS = _scores_to_probs(logits_BKGTS, mask_B11TS, config.attn_scale, config.attn_logit_softcap)
+    out_BTKGH = jnp.einsum("BKGTS,BSKH->BTKGH", probs_BKGTS.astype(dtype), v_BSKH.astype(dtype))
     return out_BTKGH.reshape(B, T, N, H)
 
 
