@@ -161,6 +161,10 @@ class Setup:
     def __init__(self, model: str, vocab: int, prompt_len: int):
         config = testbed_config()
         tb, c = config.testbed, config.base
+        if importlib.util.find_spec("tsdkd_jax.hostmem"):  # as the testbed's run sets its process up
+            from tsdkd_jax import hostmem
+
+            self.inline = hostmem.apply(c)
         self.shape = shape = tb[model]
         c.method, c.total_steps, c.optim.lr = "sft", shape.sft_steps, shape.sft_lr
         c.data.batch_size = tb.sft_batch
@@ -211,6 +215,7 @@ def run(model: str, vocab: int, prompt_len: int, rounds: int, baseline: str = ""
         row["speedup"] = rows[ref]["step_ms"] / row["step_ms"]
         row["cpu_speedup"] = rows[ref]["cpu_ms"] / row["cpu_ms"]
     return {
+        "inline_dispatch": getattr(s, "inline", False),
         "model": s.label, "vocab": vocab, "params": state_lib.count_params(s.params), "batch": s.batch_label,
         "gflop_per_step": s.flops / 1e9, "matmul_peak_gflops": peak / 1e9, "rounds": rounds, "reference": ref,
         "host": f"{platform.machine()}, {os.cpu_count()} cores", "jax": jax.__version__,
@@ -221,7 +226,8 @@ def run(model: str, vocab: int, prompt_len: int, rounds: int, baseline: str = ""
 def print_table(r: dict) -> None:
     print(f"{r['model']}, {r['params'] / 1e6:.2f} M params, vocab {r['vocab']}, batch {r['batch']}, "
           f"{r['gflop_per_step']:.2f} GFLOP/step; fp32 matmul peak {r['matmul_peak_gflops']:.1f} GFLOP/s "
-          f"(same rounds); {r['rounds']} rounds; load {r['load_avg'][0]:.1f}")  # fmt: skip
+          f"(same rounds); {r['rounds']} rounds; load {r['load_avg'][0]:.1f}; this checkout's rows with "
+          f"cpu_inline_dispatch {'on' if r['inline_dispatch'] else 'off'}")  # fmt: skip
     ref = r["reference"]
     print(
         f"| policy | step ms | GFLOP/s | % of matmul peak | × {ref} | CPU ms | CPU × {ref} | Δloss | Δparams |"

@@ -158,6 +158,9 @@ def get_config(arg=None):
     b.log_every = 5  # metrics.jsonl row every 5 steps
     b.student.compute_dtype = "float32"  # CPU
     b.teacher.dtype = "float32"  # CPU: bfloat16 matmuls are slow there
+    # CPU: programs inline, scratch memory kept (tsdkd_jax/hostmem.py): the teacher's SFT steps are ~1.4x
+    # faster, the small distillation steps about as fast; the default run 4:37 → 3:58 (benchmarks/RESULTS.md)
+    b.cpu_inline_dispatch = True
     b.data.prompt_field = "prompt"
     b.data.response_field = "response"  # the correct solution (SFT, supervised KD)
     b.data.max_prompt_len = 64  # every prompt fits (≤ 64 tokens with the chat template and a recovery prefix)

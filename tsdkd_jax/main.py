@@ -13,7 +13,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from tsdkd_jax import checkpoint, logs, train
+from tsdkd_jax import checkpoint, hostmem, logs, train
 from tsdkd_jax.parallel import distributed
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -54,13 +54,14 @@ def fail(message: str, code: int = 2, *, hard: bool = False):
 def main(argv):
     del argv
     logs.configure()  # quiet libraries unless --verbosity is given
+    config = _CONFIG.value
+    hostmem.apply(config.base if "testbed" in config else config)  # before the first JAX computation
     distributed.initialize(method=_DISTRIBUTED.value)  # a no-op for one process
     logging.info(
         "process %d/%d, %d local / %d global devices (%s)",
         jax.process_index(), jax.process_count(), jax.local_device_count(), jax.device_count(),
         jax.devices()[0].device_kind,
     )  # fmt: skip
-    config = _CONFIG.value
     try:
         if "testbed" in config:  # the testbed runs the trainer once per stage
             from tsdkd_jax import testbed

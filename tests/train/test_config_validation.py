@@ -38,6 +38,7 @@ from tsdkd_jax import data, train
         ),
         ({"method": "seqkd", "loss.fused": True}, "loss.fused: only the KD losses"),
         ({"method": "minillm", "loss.fused": True}, "loss.fused: only the KD losses"),
+        ({"cpu_inline_dispatch": None}, "cpu_inline_dispatch: must be True or False, got None"),
     ],
 )
 def test_config_errors_name_the_field(tiny_config, overrides, message):

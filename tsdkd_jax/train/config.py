@@ -41,6 +41,11 @@ def default_config() -> ml_collections.ConfigDict:
     # every N steps also time the step's pieces (time/teacher, time/student_loss, time/update) as separately
     # jitted calls on the same batch: an extra step's compute and compile, so 0 (off) by default (perf.py)
     c.profile_every = 0
+    # CPU-only hosts, read by `python -m tsdkd_jax.main` before its first JAX computation: run XLA programs
+    # inline and keep their scratch memory between steps (tsdkd_jax/hostmem.py). Faster for large steps
+    # (the testbed teacher's SFT step: no 27k page faults a step), slower for small on-policy loops (no
+    # overlap of host work with the program); no effect with a GPU or TPU
+    c.cpu_inline_dispatch = False
 
     c.student = ml_collections.ConfigDict()
     c.student.path = ""  # HF folder of the student (config.json + safetensors); the start point
@@ -200,6 +205,8 @@ def _check_values(config) -> None:
     for section, field in dtype_fields:
         if config[section][field] not in DTYPES:
             raise err(f"{section}.{field}", f"must be one of {DTYPES}, got {config[section][field]!r}")
+    if not isinstance(config.cpu_inline_dispatch, bool):
+        raise err("cpu_inline_dispatch", f"must be True or False, got {config.cpu_inline_dispatch!r}")
     if config.profile_every < 0:
         raise err("profile_every", f"must be >= 0, got {config.profile_every}")
     for field in ("total_steps", "log_every", "eval_batches"):
