@@ -161,7 +161,9 @@ class Setup:
     def __init__(self, model: str, vocab: int, prompt_len: int):
         config = testbed_config()
         tb, c = config.testbed, config.base
-        if importlib.util.find_spec("tsdkd_jax.hostmem"):  # as the testbed's run sets its process up
+        # as the testbed's run sets its process up, if the checkout has it (an editable install's finder would
+        # hand an older --baseline checkout this one's module)
+        if os.path.isfile(os.path.join(os.path.dirname(models.__file__), "..", "hostmem.py")):
             from tsdkd_jax import hostmem
 
             self.inline = hostmem.apply(c)
