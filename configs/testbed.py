@@ -159,7 +159,7 @@ def get_config(arg=None):
     b.student.compute_dtype = "float32"  # CPU
     b.teacher.dtype = "float32"  # CPU: bfloat16 matmuls are slow there
     # CPU: programs inline, scratch memory kept (tsdkd_jax/hostmem.py): the teacher's SFT steps are ~1.4x
-    # faster, the small distillation steps about as fast; the default run 4:37 → 3:58 (benchmarks/RESULTS.md)
+    # faster, the small distillation steps about as fast; the default run 4:37 → 3:57 (benchmarks/RESULTS.md)
     b.cpu_inline_dispatch = True
     b.data.prompt_field = "prompt"
     b.data.response_field = "response"  # the correct solution (SFT, supervised KD)
