@@ -71,3 +71,12 @@ def test_apply_follows_the_config_and_leaves_a_started_backend_alone(caplog):
     with caplog.at_level("WARNING"):
         assert hostmem.apply(ml_collections.ConfigDict({"cpu_inline_dispatch": True})) is False
     assert "already started" in caplog.text
+
+
+def test_an_installed_pjrt_plugin_means_not_cpu_only(monkeypatch, tmp_path):
+    (tmp_path / "jax_plugins" / "xla_fake").mkdir(parents=True)  # how jax-cuda*/jax-rocm* plugins install
+    (tmp_path / "jax_plugins" / "xla_fake" / "__init__.py").write_text("")
+    monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+    assert hostmem.cpu_only() is True
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert hostmem.cpu_only() is False

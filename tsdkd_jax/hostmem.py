@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 # glibc's mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
 _KEEP = ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**31 - 1))
-_ACCELERATOR_DISTS = ("jax-cuda", "jax_cuda", "jax-rocm", "jax_rocm", "libtpu", "jax-tpu")
 
 
 def cpu_only() -> bool:
@@ -42,10 +41,11 @@ def cpu_only() -> bool:
         return all(p.strip() == "cpu" for p in platforms.split(","))
     if importlib.util.find_spec("libtpu") is not None:
         return False
-    if importlib.metadata.entry_points(group="jax_plugins"):
-        return False
-    names = (d.metadata["Name"] or "" for d in importlib.metadata.distributions())
-    return not any(n.lower().startswith(_ACCELERATOR_DISTS) for n in names)
+    # the two places JAX discovers PJRT plugins from (jax-cuda*, jax-rocm*, ...): entry points, the namespace
+    return (
+        not importlib.metadata.entry_points(group="jax_plugins")
+        and importlib.util.find_spec("jax_plugins") is None
+    )
 
 
 def keep_scratch_memory() -> bool:

@@ -90,43 +90,48 @@ def _grouped_rows_attention(config: ModelConfig, q_BTNH, k_BSKH, v_BSKH, mask_BT
     q_BKRH = q_BTNH.reshape(B, T, K, G, H).transpose(0, 2, 3, 1, 4).reshape(B, K, G * T, H)
     k_BKSH = k_BSKH.astype(dtype).transpose(0, 2, 1, 3)
     v_BKSH = v_BSKH.astype(dtype).transpose(0, 2, 1, 3)
-    mask_B1RS = jnp.tile(mask_BTS, (1, G, 1))[:, None]  # row g·T + t is query t's
     if config.attn_logit_softcap is None:
-        out_BKRH = rows_attention(config.attn_scale, q_BKRH, k_BKSH, v_BKSH, mask_B1RS)
+        out_BKRH = rows_attention(config.attn_scale, q_BKRH, k_BKSH, v_BKSH, mask_BTS)
     else:  # the soft-cap's derivative is left to AD
         out_BKRH = _rows_attention_fwd(
-            config.attn_scale, config.attn_logit_softcap, q_BKRH, k_BKSH, v_BKSH, mask_B1RS
+            config.attn_scale, config.attn_logit_softcap, q_BKRH, k_BKSH, v_BKSH, mask_BTS
         )[0]
     return out_BKRH.reshape(B, K, G, T, H).transpose(0, 3, 1, 2, 4).reshape(B, T, N, H)
 
 
-def _rows_attention_fwd(scale, cap, q_BKRH, k_BKSH, v_BKSH, mask_B1RS):
+def _rows_mask(mask_BTS, rows: int):
+    """[B, 1, R, S] mask of the stacked rows (row g·T + t is query t's), from the [B, T, S] mask."""
+    return jnp.tile(mask_BTS, (1, rows // mask_BTS.shape[1], 1))[:, None]
+
+
+def _rows_attention_fwd(scale, cap, q_BKRH, k_BKSH, v_BKSH, mask_BTS):
     """(output, saved for the backward) of softmax(mask(scale · q·kᵀ))·v over grouped rows."""
     logits_BKRS = jnp.einsum("BKRH,BKSH->BKRS", q_BKRH, k_BKSH, preferred_element_type=jnp.float32)
-    probs_BKRS = _scores_to_probs(logits_BKRS, mask_B1RS, scale, cap)
+    probs_BKRS = _scores_to_probs(logits_BKRS, _rows_mask(mask_BTS, q_BKRH.shape[2]), scale, cap)
     out_BKRH = jnp.einsum("BKRS,BKSH->BKRH", probs_BKRS.astype(v_BKSH.dtype), v_BKSH)
-    return out_BKRH, (q_BKRH, k_BKSH, v_BKSH, mask_B1RS, probs_BKRS, out_BKRH)
+    return out_BKRH, (q_BKRH, k_BKSH, v_BKSH, mask_BTS, probs_BKRS, out_BKRH)  # the [B, T, S] mask, not G× it
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def rows_attention(scale: float, q_BKRH, k_BKSH, v_BKSH, mask_B1RS):
+def rows_attention(scale: float, q_BKRH, k_BKSH, v_BKSH, mask_BTS):
     """Grouped-rows attention (no soft-cap) with a hand-written backward: every backward matmul is
     [rows, inner] x [inner, cols] up to small transposes of q and dO (dKᵀ = qᵀ·dS, dVᵀ = dOᵀ·P), and the
     softmax's row term is Σ_h dO·O instead of Σ_s P·dP, one pass fewer over the [R, S] scores. Fully masked
     rows (padding queries) pass no gradient to q and k, as under AD of the masked softmax."""
-    return _rows_attention_fwd(scale, None, q_BKRH, k_BKSH, v_BKSH, mask_B1RS)[0]
+    return _rows_attention_fwd(scale, None, q_BKRH, k_BKSH, v_BKSH, mask_BTS)[0]
 
 
-def _rows_attention_vjp_fwd(scale, q_BKRH, k_BKSH, v_BKSH, mask_B1RS):
-    return _rows_attention_fwd(scale, None, q_BKRH, k_BKSH, v_BKSH, mask_B1RS)
+def _rows_attention_vjp_fwd(scale, q_BKRH, k_BKSH, v_BKSH, mask_BTS):
+    return _rows_attention_fwd(scale, None, q_BKRH, k_BKSH, v_BKSH, mask_BTS)
 
 
 def _rows_attention_vjp_bwd(scale, saved, dout_BKRH):
-    q_BKRH, k_BKSH, v_BKSH, mask_B1RS, probs_BKRS, out_BKRH = saved
+    q_BKRH, k_BKSH, v_BKSH, mask_BTS, probs_BKRS, out_BKRH = saved
     dtype = q_BKRH.dtype
     dout_BKRH = dout_BKRH.astype(dtype)
     dprobs_BKRS = jnp.einsum("BKRH,BKSH->BKRS", dout_BKRH, v_BKSH, preferred_element_type=jnp.float32)
     row_BKR1 = jnp.sum(dout_BKRH.astype(jnp.float32) * out_BKRH.astype(jnp.float32), -1, keepdims=True)
+    mask_B1RS = _rows_mask(mask_BTS, q_BKRH.shape[2])
     dlogits_BKRS = jnp.where(mask_B1RS, probs_BKRS * (dprobs_BKRS - row_BKR1) * scale, 0.0).astype(dtype)
     dq_BKRH = jnp.einsum("BKRS,BKSH->BKRH", dlogits_BKRS, k_BKSH)
     dk_BKHS = jnp.einsum("BKHR,BKRS->BKHS", q_BKRH.transpose(0, 1, 3, 2), dlogits_BKRS)
